@@ -1,0 +1,138 @@
+"""One typed config tree, loaded once at the process edge (TOML file, environment, flags)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dedup.errors import InvalidArgument
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    """Every input is bounded (DESIGN invariant 6)."""
+
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 50_000_000  # width * height; larger is a decompression bomb
+    max_image_side: int = 20_000
+    max_text_chars: int = 20_000
+    max_batch_items: int = 64
+    max_top_k: int = 100
+    max_message_bytes: int = 64 * 1024 * 1024
+
+
+class SpaceConfig(_Strict):
+    """One representation space: which model, which index, which thresholds."""
+
+    model: str  # embedder spec: "image:effnet-lite0", "text:minilm-l6", "clip:<arch>/<pretrained>"
+    enabled: bool = True
+    index_factory: str = "auto"  # "auto": exact IP below auto_ivf_min, IVF above
+    n_shards: int = Field(default=1, ge=1, le=256)
+    nprobe: int = Field(default=16, ge=1)
+    threshold: float = 0.9  # global similarity threshold for this space
+    label_thresholds: dict[str, float] = Field(default_factory=dict)  # per-label overrides
+
+
+class StoreConfig(_Strict):
+    map_size: int = 1 << 30  # initial LMDB map size; grows when full
+    keep_content: bool = True  # keep seed bytes so the builder can re-embed with a new model
+
+
+class BatcherConfig(_Strict):
+    enabled: bool = True
+    max_batch: int = Field(default=32, ge=1)
+    max_wait_ms: float = Field(default=3.0, ge=0)
+    max_queue: int = Field(default=1024, ge=1)
+
+
+class TlsConfig(_Strict):
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_ca_file: str | None = None  # set -> mTLS: clients must present a cert signed by it
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int | None = 9464  # None disables the Prometheus endpoint
+    workers: int = 4  # threads for embedding and search
+    grace_s: float = 10.0
+    tokens: dict[str, Literal["reader", "analyst", "admin"]] = Field(default_factory=dict)
+    allow_anonymous_reader: bool = False
+    tls: TlsConfig = TlsConfig()
+
+
+class Config(_Strict):
+    data_dir: str = "./dedup-data"
+    device: str | None = None  # None: cuda when present, else cpu
+    spaces: dict[str, SpaceConfig] = Field(default_factory=dict)
+    limits: Limits = Limits()
+    store: StoreConfig = StoreConfig()
+    batcher: BatcherConfig = BatcherConfig()
+    server: ServerConfig = ServerConfig()
+    demo: bool = False  # seed the demo bank on first start
+
+    @field_validator("spaces")
+    @classmethod
+    def _space_names(cls, v: dict[str, SpaceConfig]) -> dict[str, SpaceConfig]:
+        for name, space in v.items():
+            if name != space.model.split("@", 1)[0]:
+                raise ValueError(f"space {name!r} must be named after its model {space.model!r}")
+        return v
+
+    @property
+    def enabled_spaces(self) -> dict[str, SpaceConfig]:
+        return {name: s for name, s in self.spaces.items() if s.enabled}
+
+
+def default_spaces() -> dict[str, SpaceConfig]:
+    """The packaged, offline models with their calibrated thresholds."""
+    return {
+        "image:effnet-lite0": SpaceConfig(model="image:effnet-lite0", threshold=0.80),
+        "text:minilm-l6": SpaceConfig(model="text:minilm-l6", threshold=0.90),
+    }
+
+
+def parse_tokens(spec: str) -> dict[str, str]:
+    """``token:role,token:role`` (the DEDUP_AUTH_TOKENS format) -> {token: role}."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        token, sep, role = part.rpartition(":")
+        if not sep or not token or role not in ("reader", "analyst", "admin"):
+            raise InvalidArgument(f"bad token entry {part!r}: want token:reader|analyst|admin")
+        out[token] = role
+    return out
+
+
+def load_config(path: str | Path | None = None, **overrides) -> Config:
+    """Read TOML (or the built-in default), then environment, then explicit overrides."""
+    raw: dict = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    if not raw.get("spaces"):
+        raw["spaces"] = {k: v.model_dump() for k, v in default_spaces().items()}
+    env_tokens = os.environ.get("DEDUP_AUTH_TOKENS")
+    if env_tokens:
+        server = dict(raw.get("server", {}))
+        server["tokens"] = {**server.get("tokens", {}), **parse_tokens(env_tokens)}
+        raw["server"] = server
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, _, field = key.partition("__")
+        if field:
+            raw[section] = {**raw.get(section, {}), field: value}
+        else:
+            raw[key] = value
+    try:
+        return Config.model_validate(raw)
+    except Exception as e:  # pydantic.ValidationError: one clear message for the operator
+        raise InvalidArgument(f"invalid config: {e}") from e

@@ -1,0 +1,60 @@
+"""The one protocol every embedder implements, and the helpers they share."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+MODALITIES = ("image", "text")
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Maps items of its modalities to L2-normalised float32 vectors of one space.
+
+    ``space`` names the space (``image:effnet-lite0``); ``model_id`` adds a digest of the
+    weights (``image:effnet-lite0@1a2b3c4d5e6f``), so a snapshot can refuse to mix models.
+    """
+
+    space: str
+    model_id: str
+    dim: int
+    modalities: frozenset[str]
+    device: str
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(n, dim) float32, C-contiguous, rows of unit L2 norm. Images are RGB."""
+        ...
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, dim) float32, C-contiguous, rows of unit L2 norm. Texts are normalised."""
+        ...
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise unit L2 norm, float32 C-contiguous; zero rows stay zero."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def file_digest(path: str | Path, n_hex: int = 12) -> str:
+    """Short sha256 of a weights file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n_hex]
+
+
+def pick_device(device: str | None = None) -> str:
+    """``cuda`` when torch sees a GPU (and none was forced), else ``cpu``."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
