@@ -1,0 +1,181 @@
+"""Decode and validate item content (image bytes, text) against the configured limits.
+
+Everything a caller sends passes through here before any model sees it (DESIGN invariant 6):
+sizes are checked from the image header before a single pixel is decoded, and every refusal is
+an ``InvalidItem`` (or its subclass ``LimitExceeded``) with a reason a caller can act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import unicodedata
+
+from PIL import Image, ImageOps
+
+from dedup.config import Limits
+from dedup.errors import InvalidItem, LimitExceeded
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+
+# Magic numbers: we sniff the format ourselves so Pillow only ever runs the four accepted
+# decoders on untrusted bytes, and a refused format gets a reason naming it.
+_ACCEPTED_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+)
+_REFUSED_MAGIC = (
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"%PDF", "PDF"),
+    (b"8BPS", "PSD"),
+    (b"<svg", "SVG"),
+    (b"<?xml", "XML/SVG"),
+)
+
+
+def _sniff_format(data: bytes) -> str:
+    for magic, fmt in _ACCEPTED_MAGIC:
+        if data.startswith(magic):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for magic, fmt in _REFUSED_MAGIC:
+        if data.startswith(magic):
+            raise InvalidItem(f"image format {fmt} is not accepted (accepted: JPEG, PNG, WebP, GIF)")
+    if data[4:12] in (b"ftypavif", b"ftypheic", b"ftypmif1"):
+        raise InvalidItem("image format AVIF/HEIC is not accepted (accepted: JPEG, PNG, WebP, GIF)")
+    raise InvalidItem("not a recognised image: bytes do not start like JPEG, PNG, WebP or GIF")
+
+
+def decode_image(data: bytes, limits: Limits) -> Image.Image:
+    """Decode JPEG/PNG/WebP/GIF(first frame) bytes to an upright RGB image within ``limits``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidItem(f"image must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise InvalidItem("image is empty (0 bytes)")
+    if len(data) > limits.max_image_bytes:
+        raise LimitExceeded(
+            f"image is {len(data)} bytes, more than allowed",
+            limit=f"max_image_bytes={limits.max_image_bytes}",
+        )
+    fmt = _sniff_format(data)
+    try:
+        # Opening reads the header only; no pixel buffer is allocated yet.
+        img = Image.open(io.BytesIO(data), formats=(fmt,))
+    except Image.DecompressionBombError as e:
+        raise LimitExceeded(
+            f"image header claims too many pixels (decompression bomb): {e}",
+            limit=f"max_image_pixels={limits.max_image_pixels}",
+        ) from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise InvalidItem(f"cannot parse {fmt} header: corrupt or truncated ({e})") from e
+    width, height = img.size
+    _check_size(width, height, limits)
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)  # animated GIF/WebP: the first frame stands for the item
+        img.load()
+        img = ImageOps.exif_transpose(img)
+    except Image.DecompressionBombError as e:
+        raise LimitExceeded(
+            f"image too large to decode: {e}", limit=f"max_image_pixels={limits.max_image_pixels}"
+        ) from e
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as e:
+        raise InvalidItem(f"cannot decode {fmt} pixels: corrupt or truncated ({e})") from e
+    return _to_rgb(img)
+
+
+def _check_size(width: int, height: int, limits: Limits) -> None:
+    if width <= 0 or height <= 0:
+        raise InvalidItem(f"image has no pixels ({width}x{height})")
+    if max(width, height) > limits.max_image_side:
+        raise LimitExceeded(
+            f"image is {width}x{height}, a side is longer than allowed",
+            limit=f"max_image_side={limits.max_image_side}",
+        )
+    if width * height > limits.max_image_pixels:
+        raise LimitExceeded(
+            f"image is {width}x{height} = {width * height} pixels, more than allowed",
+            limit=f"max_image_pixels={limits.max_image_pixels}",
+        )
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB, with any alpha or palette transparency composited onto white."""
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # 16-bit greyscale: scale to 8 bits instead of letting convert() clip at 255.
+        img = img.point(lambda v: v / 256).convert("L")
+    return img.convert("RGB")
+
+
+_ZERO_WIDTH = {0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF, 0x00AD}
+
+
+def _drop_table(text: str) -> dict[int, None]:
+    """Code points to delete: format (Cf) characters and non-whitespace controls (Cc)."""
+    drop: dict[int, None] = {}
+    for ch in set(text):
+        cp = ord(ch)
+        if cp in _ZERO_WIDTH:
+            drop[cp] = None
+            continue
+        cat = unicodedata.category(ch)
+        if cat == "Cf" or (cat == "Cc" and not ch.isspace()):
+            drop[cp] = None
+    return drop
+
+
+def normalize_text(text: str, limits: Limits) -> str:
+    """NFKC + casefold, invisible characters removed, whitespace collapsed; refuse empty or long."""
+    if not isinstance(text, str):
+        raise InvalidItem(f"text must be a str, got {type(text).__name__}")
+    if len(text) > limits.max_text_chars:
+        raise LimitExceeded(
+            f"text is {len(text)} characters, more than allowed",
+            limit=f"max_text_chars={limits.max_text_chars}",
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidItem(
+            f"text is not valid Unicode: lone surrogate at position {e.start}"
+        ) from e
+    # Invisible characters go first so they cannot split a sequence NFKC would compose.
+    text = text.translate(_drop_table(text))
+    text = unicodedata.normalize("NFKC", text).casefold()
+    # casefold can leave a non-NFKC sequence (e.g. U+0130); normalise again.
+    text = unicodedata.normalize("NFKC", text)
+    text = text.translate(_drop_table(text))
+    text = " ".join(text.split())
+    if not text:
+        raise InvalidItem("text is empty after normalisation (only whitespace or invisible characters)")
+    return text
+
+
+def item_sha256(image: bytes | None, text_normalized: str | None) -> str:
+    """Hex sha256 for exact duplicates: of the image bytes, the normalised text, or both tagged."""
+    if image is None and text_normalized is None:
+        raise InvalidItem("item has neither an image nor a text")
+    img_digest = hashlib.sha256(bytes(image)).digest() if image is not None else None
+    txt_digest = (
+        hashlib.sha256(text_normalized.encode("utf-8")).digest()
+        if text_normalized is not None
+        else None
+    )
+    if txt_digest is None:
+        return img_digest.hex()
+    if img_digest is None:
+        return txt_digest.hex()
+    # A post: tags keep (image, text) from ever colliding with a lone image or text digest.
+    return hashlib.sha256(b"dedup-post-v1\x00image:" + img_digest + b"\x00text:" + txt_digest).hexdigest()
