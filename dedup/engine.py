@@ -439,7 +439,7 @@ def _check_labels(labels: Sequence[Label]) -> tuple[Label, ...]:
     for label in labels:
         if not label.name or len(label.name) > 128 or not label.name.isprintable():
             raise InvalidArgument(f"bad label name {label.name!r}: 1..128 printable characters")
-        if not 0 <= label.severity <= 10:
-            raise InvalidArgument(f"label {label.name!r}: severity must be in 0..10")
+        if not 1 <= label.severity <= 5:
+            raise InvalidArgument(f"label {label.name!r}: severity must be in 1..5")
         out.append(label)
     return tuple(out)

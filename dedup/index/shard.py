@@ -18,6 +18,9 @@ from dedup.errors import InvalidArgument
 
 METRICS = ("ip", "hamming")
 _GPU_MAX_K = 2048  # FAISS GPU k-selection limit
+# Over-fetch cap for tombstone filtering: past it a query may get fewer than k live results
+# (never a removed one); a shard with that many tombstones is due for a rebuild.
+MAX_OVERFETCH = 8192
 
 
 def hamming_to_similarity(d: np.ndarray, bits: int) -> np.ndarray:
@@ -94,9 +97,18 @@ def build_cpu_index(factory: str, dim: int, metric: str) -> faiss.Index | faiss.
 
 def _tune(index) -> None:
     """Search-time defaults FAISS leaves low (HNSW efSearch 16 loses recall on 512-d)."""
+    if isinstance(index, faiss.IndexBinary):
+        return
     inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
     if hasattr(inner, "hnsw"):
         inner.hnsw.efSearch = max(inner.hnsw.efSearch, 128)
+
+
+def clone(index):
+    """Deep copy of a CPU index (serialised where FAISS has no clone, e.g. binary IDMap2)."""
+    if isinstance(index, faiss.IndexBinary):
+        return faiss.deserialize_index_binary(faiss.serialize_index_binary(index))
+    return faiss.clone_index(index)
 
 
 def _supports_remove(index) -> bool:
@@ -141,8 +153,8 @@ class Shard:
     When the index supports ``remove_ids`` FAISS holds the external ids and removal is native.
     Otherwise (HNSW, most GPU indexes) FAISS holds internal sequence numbers; ``_int2ext`` maps
     them back, removed or replaced vectors become tombstones, and search over-fetches by the
-    number of tombstones (bounded by the index size) and filters them out, so a removed id can
-    never be returned.
+    number of tombstones (at most ``MAX_OVERFETCH`` extra) and filters them out, so a removed id
+    can never be returned.
     """
 
     def __init__(self, index, dim: int, metric: str, gpu_device: int | None = None):
@@ -235,7 +247,7 @@ class Shard:
         with ctx:
             nq = x.shape[0]
             stored = int(self.index.ntotal)
-            kk = k if self.native_remove else k + self._n_dead
+            kk = k if self.native_remove else k + min(self._n_dead, MAX_OVERFETCH)
             kk = min(kk, stored)
             if self.gpu_device is not None:
                 kk = min(kk, _GPU_MAX_K)

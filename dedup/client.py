@@ -1,0 +1,177 @@
+"""The Python client moderation services import: typed values in and out, typed errors.
+
+    from dedup.client import DedupClient
+    with DedupClient("127.0.0.1:50051", token="...") as client:
+        result = client.lookup(image=jpeg_bytes)
+        if any(v.matched for v in result.verdicts): ...
+
+Results are dedup.types values (LookupResult, Seed, ...); a non-OK status raises the typed error
+from dedup.errors (InvalidItem/LimitExceeded/InvalidArgument, NotFound, Unauthenticated,
+PermissionDenied, Overloaded for RESOURCE_EXHAUSTED/UNAVAILABLE/DEADLINE_EXCEEDED) with the
+grpc.RpcError as its __cause__ and the status code as ``.grpc_code``. Reads are retried on
+UNAVAILABLE by gRPC's own retry policy; writes are never retried blindly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dedup.errors import DedupError
+from dedup.service import convert
+from dedup.types import Item, Label, LookupResult, Seed
+from dedup.v1 import dedup_pb2 as pb
+from dedup.v1 import dedup_pb2_grpc
+
+_READS = ("Lookup", "BatchLookup", "GetSeed", "ListSeeds", "Stats")
+_SERVICE_CONFIG = json.dumps({"methodConfig": [{
+    "name": [{"service": "dedup.v1.Dedup", "method": m} for m in _READS],
+    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+}]})
+
+
+class DedupClient:
+    """A blocking client over one channel; thread-safe, reuse it for the process's lifetime."""
+
+    def __init__(self, target: str = "127.0.0.1:50051", token: str | None = None, *,
+                 timeout: float | None = 10.0, root_cert: str | Path | None = None,
+                 client_cert: str | Path | None = None, client_key: str | Path | None = None,
+                 max_message_bytes: int = 64 * 1024 * 1024):
+        options = [("grpc.max_send_message_length", max_message_bytes),
+                   ("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.enable_retries", 1), ("grpc.service_config", _SERVICE_CONFIG)]
+        if root_cert or client_cert:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=Path(root_cert).read_bytes() if root_cert else None,
+                private_key=Path(client_key).read_bytes() if client_key else None,
+                certificate_chain=Path(client_cert).read_bytes() if client_cert else None)
+            self._channel = grpc.secure_channel(target, creds, options)
+        else:
+            self._channel = grpc.insecure_channel(target, options)
+        self._stub = dedup_pb2_grpc.DedupStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "DedupClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method: str, request, timeout: float | None = None, request_id: str | None = None):
+        md = self._metadata + ((("x-request-id", request_id),) if request_id else ())
+        try:
+            return getattr(self._stub, method)(
+                request, metadata=md, timeout=timeout if timeout is not None else self.timeout)
+        except grpc.RpcError as e:
+            raise convert.error_from_status(e.code(), e.details() or "") from e
+
+    # ------------------------------------------------------------------ lookups
+    def lookup(self, item: Item | None = None, *, image: bytes | None = None,
+               text: str | None = None, top_k: int = 10, labels: Sequence[str] | None = None,
+               threshold: float | None = None, timeout: float | None = None,
+               request_id: str | None = None) -> LookupResult:
+        """Check one item (or ``image=``/``text=``); raises the typed error for a bad item."""
+        item = item or Item(image=image, text=text)
+        request = pb.LookupRequest(item=convert.item_to_proto(item), top_k=top_k,
+                                   labels=list(labels or ()))
+        if threshold is not None:
+            request.threshold = threshold
+        return convert.lookup_result_from_proto(self._call("Lookup", request, timeout, request_id))
+
+    def batch_lookup(self, items: Sequence[Item], *, top_k: int = 10,
+                     labels: Sequence[str] | None = None, threshold: float | None = None,
+                     timeout: float | None = None) -> list[LookupResult | DedupError]:
+        """Check many items; each slot holds its result or its own error (not raised)."""
+        request = pb.BatchLookupRequest(items=[convert.item_to_proto(i) for i in items],
+                                        top_k=top_k, labels=list(labels or ()))
+        if threshold is not None:
+            request.threshold = threshold
+        return convert.batch_results_from_proto(self._call("BatchLookup", request, timeout))
+
+    # ------------------------------------------------------------------ writes
+    def add_seeds(self, items: Sequence[Item], labels: Sequence[Label], *, source: str = "",
+                  note: str = "", timeout: float | None = None,
+                  ) -> list[tuple[int, bool] | DedupError]:
+        """Add items as seeds; per item ``(seed_id, created)`` or its error. Durable on return."""
+        request = pb.AddSeedsRequest(items=[convert.item_to_proto(i) for i in items],
+                                     labels=[convert.label_to_proto(x) for x in labels],
+                                     source=source, note=note)
+        return convert.add_results_from_proto(self._call("AddSeeds", request, timeout))
+
+    def remove_seeds(self, seed_ids: Sequence[int], timeout: float | None = None) -> list[int]:
+        """Remove seeds; returns the ids that were active and are now removed."""
+        resp = self._call("RemoveSeeds", pb.RemoveSeedsRequest(seed_ids=list(seed_ids)), timeout)
+        return list(resp.removed_ids)
+
+    def relabel(self, seed_id: int, labels: Sequence[Label], timeout: float | None = None) -> Seed:
+        """Replace a seed's labels; returns the updated seed."""
+        request = pb.RelabelSeedRequest(seed_id=seed_id,
+                                        labels=[convert.label_to_proto(x) for x in labels])
+        return convert.seed_from_proto(self._call("RelabelSeed", request, timeout).seed)
+
+    # ------------------------------------------------------------------ reads
+    def get_seed(self, seed_id: int, timeout: float | None = None) -> Seed:
+        return convert.seed_from_proto(
+            self._call("GetSeed", pb.GetSeedRequest(seed_id=seed_id), timeout).seed)
+
+    def list_seeds(self, label: str | None = None, page_token: str = "", page_size: int = 100,
+                   include_removed: bool = False, timeout: float | None = None,
+                   ) -> tuple[list[Seed], str]:
+        """One page of seeds in id order and the next page's token ("" when done)."""
+        resp = self._call("ListSeeds", pb.ListSeedsRequest(
+            label=label or "", page_token=page_token, page_size=page_size,
+            include_removed=include_removed), timeout)
+        return [convert.seed_from_proto(s) for s in resp.seeds], resp.next_page_token
+
+    def iter_seeds(self, label: str | None = None, page_size: int = 100,
+                   include_removed: bool = False) -> Iterator[Seed]:
+        """Every seed (optionally with ``label``), page by page."""
+        token = ""
+        while True:
+            seeds, token = self.list_seeds(label, token, page_size, include_removed)
+            yield from seeds
+            if not token:
+                return
+
+    def stats(self, timeout: float | None = None) -> dict:
+        """Counts per label and space, snapshot version, op-log position, model ids."""
+        return convert.stats_from_proto(self._call("Stats", pb.StatsRequest(), timeout))
+
+    # ------------------------------------------------------------------ admin
+    def reload(self, timeout: float | None = 300.0) -> str:
+        """Swap in the newest published snapshot; returns its version."""
+        return self._call("Reload", pb.ReloadRequest(), timeout).snapshot_version
+
+    def publish_snapshot(self, timeout: float | None = 300.0) -> str:
+        """Publish the live index as a snapshot; returns its version."""
+        return self._call("PublishSnapshot", pb.PublishSnapshotRequest(), timeout).snapshot_version
+
+    def health(self, service: str = "", timeout: float | None = 5.0) -> str:
+        """SERVING / NOT_SERVING / ... from the standard health service (no token needed)."""
+        resp = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until the server reports SERVING (models loaded) or ``timeout`` passes."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.health(timeout=2.0) == "SERVING":
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not SERVING after {timeout:.0f} s")
+            time.sleep(0.2)

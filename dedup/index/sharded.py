@@ -1,0 +1,251 @@
+"""A space's index split into shards by ``id % n_shards``, searched in parallel, merged top-k.
+
+Scores are similarities for every space (higher is better): cosine via inner product on
+L2-normalised float vectors, ``1 - hamming / bits`` on binary spaces.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from dedup.errors import InvalidArgument
+from dedup.index.shard import (
+    Shard,
+    build_cpu_index,
+    clone,
+    hamming_to_similarity,
+    num_gpus,
+    similarity_to_hamming,
+)
+
+__all__ = ["ShardedIndex", "resolve_factory", "hamming_to_similarity", "similarity_to_hamming"]
+
+AUTO_IVF_MIN = 100_000  # below this, exact search is fast enough and needs no training
+_MAX_TRAIN = 256  # training points per centroid (FAISS's own cap)
+
+
+def resolve_factory(factory: str, expected_size: int, n_shards: int, metric: str) -> str:
+    """``auto`` -> exact search for small spaces, IVF with nlist ~ 4 sqrt(n per shard) above."""
+    if factory != "auto":
+        return factory
+    if expected_size < AUTO_IVF_MIN:
+        return "BFlat" if metric == "hamming" else "IDMap2,Flat"
+    per_shard = max(1, expected_size // n_shards)
+    nlist = 1 << max(4, round(math.log2(4 * math.sqrt(per_shard))))
+    return f"BIVF{nlist}" if metric == "hamming" else f"IVF{nlist},Flat"
+
+
+class ShardedIndex:
+    """Shards of one space; thread-safe: concurrent searches, exclusive per-shard writes."""
+
+    def __init__(self, dim: int, factory: str = "auto", n_shards: int = 1, metric: str = "ip",
+                 nprobe: int = 16, use_gpu: bool | None = None, expected_size: int = 0,
+                 fp16: bool = False, _shards: list[Shard] | None = None):
+        if n_shards < 1:
+            raise InvalidArgument(f"n_shards must be >= 1, got {n_shards}")
+        if dim < 1:
+            raise InvalidArgument(f"dim must be >= 1, got {dim}")
+        self.dim = dim
+        self.metric = metric
+        self.n_shards = n_shards
+        self.factory = resolve_factory(factory, expected_size, n_shards, metric)
+        self.fp16 = fp16
+        ngpu = num_gpus() if use_gpu is not False else 0
+        if use_gpu and ngpu == 0:
+            raise InvalidArgument("use_gpu=True but FAISS sees no GPU")
+        self._ngpu = 0 if metric == "hamming" else ngpu  # binary indexes stay on CPU
+        if _shards is None:
+            template = build_cpu_index(self.factory, dim, metric)
+            _shards = [self._make_shard(clone(template), i) for i in range(n_shards)]
+        self.shards = _shards
+        self._pool = ThreadPoolExecutor(max_workers=n_shards, thread_name_prefix="shard") \
+            if n_shards > 1 else None
+        self.nprobe = nprobe
+
+    def _make_shard(self, cpu_index, i: int) -> Shard:
+        gpu = i % self._ngpu if self._ngpu else None
+        return Shard.create(cpu_index, self.dim, self.metric, gpu, self.fp16)
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        """Active (not removed) vectors over all shards."""
+        return sum(s.ntotal for s in self.shards)
+
+    @property
+    def is_trained(self) -> bool:
+        return all(bool(s.index.is_trained) for s in self.shards)
+
+    @property
+    def on_gpu(self) -> bool:
+        return any(s.gpu_device is not None for s in self.shards)
+
+    @property
+    def nprobe(self) -> int:
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        """IVF lists visited per query (ignored by non-IVF shards)."""
+        self._nprobe = int(value)
+        for s in self.shards:
+            with s.lock.write():
+                _set_nprobe(s.index, self._nprobe)
+
+    # -- writes ------------------------------------------------------------------------------
+    def train(self, x: np.ndarray) -> None:
+        """Train the coarse quantizer once on (a sample of) x; every shard gets a copy."""
+        if self.is_trained:
+            return
+        x = self._vectors(x)
+        cpu = build_cpu_index(self.factory, self.dim, self.metric)
+        nlist = getattr(faiss.try_extract_index_ivf(cpu) if self.metric == "ip" else cpu,
+                        "nlist", 0)
+        if nlist and len(x) > nlist * _MAX_TRAIN:
+            rng = np.random.default_rng(0)
+            x = x[np.sort(rng.choice(len(x), nlist * _MAX_TRAIN, replace=False))]
+        if nlist and len(x) < nlist:
+            raise InvalidArgument(f"need at least {nlist} training vectors, got {len(x)}")
+        cpu.train(x)
+        self.shards = [self._make_shard(clone(cpu), i) for i in range(self.n_shards)]
+        self.nprobe = self._nprobe
+
+    def add(self, ids: np.ndarray, x: np.ndarray) -> None:
+        """Add vectors under int64 ids (routed by id % n_shards); an existing id is replaced."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+        x = self._vectors(x)
+        if len(ids) != len(x):
+            raise InvalidArgument(f"{len(ids)} ids for {len(x)} vectors")
+        if len(ids) == 0:
+            return
+        if (ids < 0).any():
+            raise InvalidArgument("ids must be non-negative")
+        # Within one batch the last occurrence of an id wins, as sequential adds would.
+        _, last = np.unique(ids[::-1], return_index=True)
+        if len(last) != len(ids):
+            keep = np.sort(len(ids) - 1 - last)
+            ids, x = ids[keep], x[keep]
+        if not self.is_trained:
+            self.train(x)
+        shard_of = ids % self.n_shards
+        for i, shard in enumerate(self.shards):
+            sel = np.flatnonzero(shard_of == i)
+            if len(sel):
+                shard.add(ids[sel], np.ascontiguousarray(x[sel]))
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ids from their shards; returns the number actually removed."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        shard_of = ids % self.n_shards
+        return sum(
+            shard.remove(ids[shard_of == i]) for i, shard in enumerate(self.shards)
+            if (shard_of == i).any()
+        )
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Bool mask: which ids are currently searchable."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        out = np.zeros(len(ids), dtype=bool)
+        shard_of = ids % self.n_shards
+        for i, shard in enumerate(self.shards):
+            sel = np.flatnonzero(shard_of == i)
+            if len(sel):
+                out[sel] = shard.contains(ids[sel])
+        return out
+
+    def reset(self) -> None:
+        """Remove every vector; training is kept."""
+        for s in self.shards:
+            s.reset()
+
+    # -- search ------------------------------------------------------------------------------
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k over all shards: (similarities float32 (nq,k), ids int64), -inf / -1 padding."""
+        if k < 1:
+            raise InvalidArgument(f"k must be >= 1, got {k}")
+        x = self._vectors(x)
+        nq = len(x)
+        if self._pool is None:
+            return self.shards[0].search(x, k)
+        parts = list(self._pool.map(lambda s: s.search(x, k), self.shards))
+        # Similarity scores: keep the maximum (a min-heap of size k), see STYLE.md section 1.
+        heap = faiss.ResultHeap(nq, k, keep_max=True)
+        for D, I in parts:
+            heap.add_result(D, I)  # shard padding is already (-inf, -1)
+        heap.finalize()
+        D, I = heap.D, heap.I
+        D[I < 0] = -np.inf
+        return D, I
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, directory: Path) -> list[str]:
+        """Write CPU copies of every shard into directory (fsynced); returns the file names."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        names: list[str] = []
+        for i, shard in enumerate(self.shards):
+            names += [p.name for p in shard.save(directory / f"shard-{i:03d}.faiss")]
+        return names
+
+    def meta(self) -> dict:
+        """What ``load`` needs besides the files (stored in a snapshot manifest)."""
+        return {"dim": self.dim, "metric": self.metric, "factory": self.factory,
+                "n_shards": self.n_shards, "ntotal": self.ntotal, "nprobe": self.nprobe}
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict, use_gpu: bool | None = None,
+             fp16: bool = False) -> "ShardedIndex":
+        """Read shards saved by ``save``; ``meta`` holds dim, metric, factory, n_shards."""
+        directory = Path(directory)
+        dim, metric, n = int(meta["dim"]), meta["metric"], int(meta["n_shards"])
+        ngpu = 0 if use_gpu is False or metric == "hamming" else num_gpus()
+        shards = [
+            Shard.load(directory / f"shard-{i:03d}.faiss", dim, metric,
+                       i % ngpu if ngpu else None, fp16)
+            for i in range(n)
+        ]
+        return cls(dim, meta["factory"], n, metric, int(meta.get("nprobe", 16)), use_gpu,
+                   fp16=fp16, _shards=shards)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _vectors(self, x: np.ndarray) -> np.ndarray:
+        """Validate shape/dtype: float32 (n, dim) or, for binary spaces, uint8 (n, dim/8)."""
+        x = np.asarray(x)
+        if x.ndim == 1:
+            x = x[None, :]
+        if self.metric == "hamming":
+            want, dtype = self.dim // 8, np.uint8
+        else:
+            want, dtype = self.dim, np.float32
+        if x.ndim != 2 or x.shape[1] != want:
+            raise InvalidArgument(f"vectors must have shape (n, {want}), got {x.shape}")
+        return np.ascontiguousarray(x, dtype=dtype)
+
+    def close(self) -> None:
+        """Stop the search threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def __repr__(self) -> str:
+        return (f"ShardedIndex(dim={self.dim}, factory={self.factory!r}, metric={self.metric!r}, "
+                f"n_shards={self.n_shards}, ntotal={self.ntotal}, gpu={self.on_gpu})")
+
+
+def _set_nprobe(index, nprobe: int) -> None:
+    if isinstance(index, faiss.IndexBinaryIVF):
+        index.nprobe = nprobe
+        return
+    if isinstance(index, faiss.IndexBinary):
+        return
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = nprobe
+    elif hasattr(index, "nprobe"):  # GPU IVF indexes are not IndexIVF
+        index.nprobe = nprobe
+    elif hasattr(index, "index") and hasattr(faiss.downcast_index(index.index), "nprobe"):
+        faiss.downcast_index(index.index).nprobe = nprobe

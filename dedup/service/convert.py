@@ -1,0 +1,254 @@
+"""The one module that touches *_pb2 messages (with the client): proto <-> dedup.types, and
+typed errors <-> gRPC status codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import grpc
+
+from dedup.config import Limits
+from dedup.errors import (DedupError, InvalidArgument, InvalidItem, LimitExceeded, ModelMismatch,
+                          NotFound, Overloaded, PermissionDenied, SnapshotError, StoreError,
+                          Unauthenticated)
+from dedup.types import Item, Label, LookupResult, Neighbor, Seed, Verdict
+from dedup.v1 import dedup_pb2 as pb
+
+DEFAULT_TOP_K = 10
+DEFAULT_PAGE_SIZE = 100
+
+# ------------------------------------------------------------------ errors <-> status codes
+# Order matters: subclasses before their bases (LimitExceeded is an InvalidItem).
+_ERROR_CODES: tuple[tuple[type[DedupError], grpc.StatusCode], ...] = (
+    (LimitExceeded, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidItem, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (ModelMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    (SnapshotError, grpc.StatusCode.FAILED_PRECONDITION),
+    (StoreError, grpc.StatusCode.INTERNAL),
+)
+
+# Client side: the typed error a status code stands for (the inverse of the table above).
+_CODE_ERRORS: dict[grpc.StatusCode, type[DedupError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
+    grpc.StatusCode.UNAVAILABLE: Overloaded,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Overloaded,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.FAILED_PRECONDITION: SnapshotError,
+    grpc.StatusCode.INTERNAL: StoreError,
+}
+
+
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status code and message for an error raised by the core."""
+    for cls, code in _ERROR_CODES:
+        if isinstance(error, cls):
+            return code, str(error)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}"
+
+
+def error_from_status(code: grpc.StatusCode, details: str) -> DedupError:
+    """The typed error for a status a server returned (client side)."""
+    cls = _CODE_ERRORS.get(code, DedupError)
+    if code == grpc.StatusCode.INVALID_ARGUMENT and "(limit: " in details:
+        reason, _, limit = details.rpartition(" (limit: ")
+        err: DedupError = LimitExceeded(reason, limit.rstrip(")"))
+    else:
+        err = cls(details)
+    err.grpc_code = code  # type: ignore[attr-defined]  # kept for callers that branch on it
+    return err
+
+
+def item_error_to_proto(error: BaseException) -> pb.ItemError:
+    code, message = status_for(error)
+    return pb.ItemError(code=code.value[0], message=message,
+                        limit=getattr(error, "limit", None) or "")
+
+
+def item_error_from_proto(msg: pb.ItemError) -> DedupError:
+    code = next((c for c in grpc.StatusCode if c.value[0] == msg.code), grpc.StatusCode.UNKNOWN)
+    return error_from_status(code, msg.message)
+
+
+# ------------------------------------------------------------------ requests
+@dataclass(frozen=True)
+class LookupParams:
+    """The search parameters of one Lookup/BatchLookup call (hashable: the batcher groups by it)."""
+
+    top_k: int = DEFAULT_TOP_K
+    labels: tuple[str, ...] | None = None
+    threshold: float | None = None
+
+
+def item_from_proto(msg: pb.Item) -> Item:
+    """Empty bytes / empty text mean absent (proto3 has no presence for them)."""
+    return Item(image=bytes(msg.image) or None, text=msg.text or None)
+
+
+def item_to_proto(item: Item) -> pb.Item:
+    return pb.Item(image=item.image or b"", text=item.text or "")
+
+
+def label_from_proto(msg: pb.Label) -> Label:
+    return Label(msg.name, msg.severity or 1)
+
+
+def label_to_proto(label: Label) -> pb.Label:
+    return pb.Label(name=label.name, severity=label.severity)
+
+
+def lookup_params(request: pb.LookupRequest | pb.BatchLookupRequest, limits: Limits) -> LookupParams:
+    """Validate top_k / threshold against the limits; 0 means the default k."""
+    top_k = request.top_k or DEFAULT_TOP_K
+    if top_k > limits.max_top_k:
+        raise LimitExceeded(f"top_k={top_k}", limit=f"max_top_k={limits.max_top_k}")
+    threshold = request.threshold if request.HasField("threshold") else None
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise InvalidArgument(f"threshold must be in [-1, 1], got {threshold}")
+    labels = tuple(request.labels) or None
+    return LookupParams(top_k, labels, threshold)
+
+
+def check_batch_size(n: int, limits: Limits) -> None:
+    """Refuse an empty batch or one over max_batch_items before decoding anything."""
+    if n == 0:
+        raise InvalidArgument("no items given")
+    if n > limits.max_batch_items:
+        raise LimitExceeded(f"{n} items in one call",
+                            limit=f"max_batch_items={limits.max_batch_items}")
+
+
+def page_token_to_after(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise InvalidArgument(f"bad page_token {token!r}")
+    return int(token)
+
+
+# ------------------------------------------------------------------ results
+def neighbor_to_proto(n: Neighbor) -> pb.Neighbor:
+    return pb.Neighbor(seed_id=n.seed_id, space=n.space, score=n.score,
+                       labels=[label_to_proto(x) for x in n.labels])
+
+
+def neighbor_from_proto(msg: pb.Neighbor) -> Neighbor:
+    return Neighbor(msg.seed_id, msg.space, msg.score, tuple(label_from_proto(x) for x in msg.labels))
+
+
+def verdict_to_proto(v: Verdict) -> pb.Verdict:
+    return pb.Verdict(
+        label=v.label, matched=v.matched, score=v.score, margin=v.margin, severity=v.severity,
+        evidence_seed_ids=[n.seed_id for n in v.evidence],
+        evidence=[neighbor_to_proto(n) for n in v.evidence],
+    )
+
+
+def verdict_from_proto(msg: pb.Verdict) -> Verdict:
+    return Verdict(msg.label, msg.matched, msg.score, msg.margin,
+                   tuple(neighbor_from_proto(n) for n in msg.evidence), msg.severity)
+
+
+def lookup_result_to_proto(r: LookupResult) -> pb.LookupResponse:
+    msg = pb.LookupResponse(
+        verdicts=[verdict_to_proto(v) for v in r.verdicts],
+        neighbors=[neighbor_to_proto(n) for n in r.neighbors],
+        snapshot_version=r.snapshot_version,
+        spaces=list(r.spaces),
+    )
+    if r.exact_match is not None:
+        msg.exact_match = r.exact_match
+    return msg
+
+
+def lookup_result_from_proto(msg: pb.LookupResponse) -> LookupResult:
+    return LookupResult(
+        verdicts=tuple(verdict_from_proto(v) for v in msg.verdicts),
+        neighbors=tuple(neighbor_from_proto(n) for n in msg.neighbors),
+        exact_match=msg.exact_match if msg.HasField("exact_match") else None,
+        snapshot_version=msg.snapshot_version,
+        spaces=tuple(msg.spaces),
+    )
+
+
+def batch_results_to_proto(results: Sequence[LookupResult | BaseException], version: str,
+                           ) -> pb.BatchLookupResponse:
+    out = pb.BatchLookupResponse(snapshot_version=version)
+    for r in results:
+        if isinstance(r, BaseException):
+            out.results.add(error=item_error_to_proto(r))
+        else:
+            out.results.add(result=lookup_result_to_proto(r))
+    return out
+
+
+def batch_results_from_proto(msg: pb.BatchLookupResponse) -> list[LookupResult | DedupError]:
+    return [lookup_result_from_proto(r.result) if r.WhichOneof("outcome") == "result"
+            else item_error_from_proto(r.error) for r in msg.results]
+
+
+def add_results_to_proto(results: Sequence[tuple[int, bool] | BaseException]) -> pb.AddSeedsResponse:
+    out = pb.AddSeedsResponse()
+    for r in results:
+        if isinstance(r, BaseException):
+            out.results.add(error=item_error_to_proto(r))
+        else:
+            out.results.add(seed_id=r[0], created=r[1])
+    return out
+
+
+def add_results_from_proto(msg: pb.AddSeedsResponse) -> list[tuple[int, bool] | DedupError]:
+    return [(r.seed_id, r.created) if r.WhichOneof("outcome") == "seed_id"
+            else item_error_from_proto(r.error) for r in msg.results]
+
+
+def seed_to_proto(s: Seed) -> pb.Seed:
+    msg = pb.Seed(
+        seed_id=s.seed_id, labels=[label_to_proto(x) for x in s.labels], source=s.source,
+        note=s.note, created_at=s.created_at, sha256=s.sha256, modalities=list(s.modalities),
+        has_content=s.has_content, removed=s.removed,
+    )
+    if s.removed_at is not None:
+        msg.removed_at = s.removed_at
+    if s.text is not None:
+        msg.text = s.text
+    return msg
+
+
+def seed_from_proto(msg: pb.Seed) -> Seed:
+    return Seed(
+        seed_id=msg.seed_id, labels=tuple(label_from_proto(x) for x in msg.labels),
+        source=msg.source, note=msg.note, created_at=msg.created_at, sha256=msg.sha256,
+        modalities=tuple(msg.modalities), has_content=msg.has_content, removed=msg.removed,
+        removed_at=msg.removed_at if msg.HasField("removed_at") else None,
+        text=msg.text if msg.HasField("text") else None,
+    )
+
+
+def stats_to_proto(stats: Mapping) -> pb.StatsResponse:
+    return pb.StatsResponse(
+        seeds_active=stats["seeds_active"], seeds_removed=stats["seeds_removed"],
+        labels={k: int(v) for k, v in stats["labels"].items()},
+        spaces=[pb.SpaceStats(space=name, model_id=s["model_id"], ntotal=int(s["ntotal"]),
+                              threshold=float(s["threshold"]))
+                for name, s in stats["spaces"].items()],
+        op_seq=max(int(stats["op_seq"]), 0), snapshot_version=stats["snapshot_version"],
+    )
+
+
+def stats_from_proto(msg: pb.StatsResponse) -> dict:
+    """The same dict shape as Engine.stats() (the subset the API carries)."""
+    return {
+        "seeds_active": msg.seeds_active, "seeds_removed": msg.seeds_removed,
+        "labels": dict(msg.labels), "op_seq": msg.op_seq, "snapshot_version": msg.snapshot_version,
+        "spaces": {s.space: {"model_id": s.model_id, "ntotal": s.ntotal, "threshold": s.threshold}
+                   for s in msg.spaces},
+    }

@@ -1,0 +1,154 @@
+"""Prometheus metrics and structured per-RPC logs with request ids, from one interceptor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Callable
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger("dedup.rpc")
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """The service's metrics, in their own registry (so several servers can live in one test)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("dedup_requests", "RPCs received", ["method"], registry=r)
+        self.errors = Counter("dedup_errors", "RPCs that ended with a non-OK status",
+                              ["method", "code"], registry=r)
+        self.latency = Histogram("dedup_request_latency_seconds", "RPC latency", ["method"],
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge("dedup_in_flight_requests", "RPCs being served", registry=r)
+        self.batch_size = Histogram("dedup_batch_size", "items per micro-batch",
+                                    buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_wait = Histogram("dedup_batch_wait_seconds",
+                                    "time the oldest item of a batch waited before it ran",
+                                    buckets=_LATENCY_BUCKETS, registry=r)
+        self.items = Counter("dedup_lookup_items", "items looked up", registry=r)
+        self._http = None
+
+    def observe_batch(self, size: int, waited_s: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_wait.observe(waited_s)
+
+    def watch_engine(self, stats: Callable[[], dict]) -> None:
+        """Export index sizes and seed counts, read from ``stats()`` at scrape time."""
+        self.registry.register(_EngineCollector(stats))
+
+    def serve_http(self, host: str, port: int) -> int:
+        """Start the /metrics endpoint on its own port; returns the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http = server
+        return server.server_address[1]
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+class _EngineCollector:
+    def __init__(self, stats: Callable[[], dict]):
+        self._stats = stats
+
+    def collect(self):
+        try:
+            s = self._stats()
+        except Exception:  # engine not loaded yet or closing: export nothing rather than fail
+            return
+        ntotal = GaugeMetricFamily("dedup_index_vectors", "vectors in the live index", labels=["space"])
+        for name, sp in s["spaces"].items():
+            ntotal.add_metric([name], sp["ntotal"])
+        yield ntotal
+        seeds = GaugeMetricFamily("dedup_seeds", "seeds in the store", labels=["state"])
+        seeds.add_metric(["active"], s["seeds_active"])
+        seeds.add_metric(["removed"], s["seeds_removed"])
+        yield seeds
+        yield GaugeMetricFamily("dedup_op_seq", "op-log position of the live state",
+                                value=max(s["op_seq"], 0))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any ``extra`` fields."""
+
+    _STD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname,
+               "logger": record.name, "msg": record.getMessage()}
+        out.update({k: v for k, v in vars(record).items() if k not in self._STD})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Outermost interceptor: request id, counters, latency, one structured log line per RPC."""
+
+    def __init__(self, metrics: Metrics):
+        self._m = metrics
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # health Watch / reflection streams: not measured
+        method = handler_call_details.method
+        name = method.rsplit("/", 1)[-1]
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        behavior = handler.unary_unary
+        m = self._m
+        # Health probes come every few seconds from load balancers: keep them out of INFO logs.
+        level = logging.DEBUG if method.startswith("/grpc.health.") else logging.INFO
+
+        async def measured(request, context):
+            rid = str(metadata.get("x-request-id") or uuid.uuid4().hex[:16])
+            start = time.perf_counter()
+            m.requests.labels(name).inc()
+            m.in_flight.inc()
+            code = grpc.StatusCode.OK
+            try:
+                await context.send_initial_metadata((("x-request-id", rid),))
+                return await behavior(request, context)
+            except asyncio.CancelledError:  # the client went away or its deadline passed
+                remaining = context.time_remaining()
+                code = (grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0
+                        else grpc.StatusCode.CANCELLED)
+                raise
+            except BaseException:
+                code = _code_of(context) or grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                elapsed = time.perf_counter() - start
+                m.in_flight.dec()
+                m.latency.labels(name).observe(elapsed)
+                if code != grpc.StatusCode.OK:
+                    m.errors.labels(name, code.name).inc()
+                log.log(level, "rpc", extra={"request_id": rid, "method": name, "code": code.name,
+                                             "ms": round(elapsed * 1000, 2), "peer": context.peer()})
+
+        return grpc.unary_unary_rpc_method_handler(
+            measured, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
+def _code_of(context) -> grpc.StatusCode | None:
+    try:
+        code = context.code()
+    except Exception:
+        return None
+    if isinstance(code, int):  # some grpcio versions return the raw integer
+        return next((c for c in grpc.StatusCode if c.value[0] == code), None)
+    return code

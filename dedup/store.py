@@ -1,0 +1,814 @@
+"""LMDB seed store: seeds, embeddings, content and the op log; the single writer (DESIGN 1, 2, 4, 5).
+
+Layout (named dbs of one LMDB environment; ids and seqs are 8-byte big-endian keys, so cursors
+walk them in order):
+
+- ``meta``     next_id, last_seq counters
+- ``seeds``    id -> compact JSON record (kept after removal, with ``removed``)
+- ``sha``      sha256 hex -> id, ACTIVE seeds only (exact duplicates)
+- ``labels``   ``name\\0id`` -> b"", ACTIVE seeds only (filtered listing, counts)
+- ``content``  id -> original bytes (so a rebuild can re-embed with a new model)
+- ``oplog``    seq -> compact JSON op entry, written in the same txn as the record
+- ``spaces``   space -> JSON {model_id, dim, dtype}
+- ``emb:<space>`` id -> raw vector bytes, ACTIVE seeds only
+
+For float spaces ``dim`` is the vector length (float32). For binary spaces (dtype ``uint8``)
+``dim`` is in bits, as FAISS binary indexes count it, and a vector is ``dim // 8`` packed bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import struct
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+
+import lmdb
+import numpy as np
+
+from dedup.errors import InvalidArgument, ModelMismatch, NotFound, StoreError
+from dedup.types import Label, OpEntry, OpKind, Seed
+
+T = TypeVar("T")
+
+_FIXED_DBS = (b"meta", b"seeds", b"sha", b"labels", b"content", b"oplog", b"spaces")
+_MAX_DBS = 128  # 7 fixed + one per space
+_MAX_READERS = 1024  # reader slots: many service threads plus a builder process beside us
+_K_NEXT_ID = b"next_id"
+_K_LAST_SEQ = b"last_seq"
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_DTYPES = {"float32": np.dtype("<f4"), "uint8": np.dtype("u1")}
+_MODALITIES = frozenset(("image", "text"))
+_MAX_LABEL_BYTES = 200  # keeps name\0id well under LMDB's 511-byte key limit
+_MAX_PAGE = 10_000
+_OPS_CHUNK = 1024
+
+
+def _k(n: int) -> bytes:
+    return struct.pack(">Q", n)
+
+
+def _unk(b: bytes) -> int:
+    return struct.unpack(">Q", b)[0]
+
+
+def _dumps(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class NewSeed:
+    """A seed to add: labels, exact-match digest, per-space vectors and optional original content."""
+
+    labels: tuple[Label, ...]
+    sha256: str
+    modalities: tuple[str, ...]
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = ""
+    note: str = ""
+    content: bytes | None = None
+    text: str | None = None
+    actor: str = ""
+
+
+def _check_labels(labels: Sequence[Label]) -> tuple[Label, ...]:
+    labels = tuple(labels)
+    if not labels:
+        raise InvalidArgument("a seed needs at least one label")
+    seen: set[str] = set()
+    for label in labels:
+        if not isinstance(label, Label):
+            raise InvalidArgument(f"label must be a Label, got {type(label).__name__}")
+        name = label.name
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidArgument("label names must be non-empty")
+        if "\0" in name or len(name.encode()) > _MAX_LABEL_BYTES:
+            raise InvalidArgument(f"label name {name[:40]!r} has a NUL or exceeds {_MAX_LABEL_BYTES} bytes")
+        if isinstance(label.severity, bool) or not isinstance(label.severity, int) or not 1 <= label.severity <= 5:
+            raise InvalidArgument(f"label {name!r}: severity must be an int in 1..5, got {label.severity!r}")
+        if name in seen:
+            raise InvalidArgument(f"label {name!r} given twice")
+        seen.add(name)
+    return labels
+
+
+def _check_new(seed: NewSeed) -> None:
+    _check_labels(seed.labels)
+    if not isinstance(seed.sha256, str) or not _SHA_RE.match(seed.sha256.lower()):
+        raise InvalidArgument("sha256 must be 64 hex characters")
+    if not seed.modalities or not set(seed.modalities) <= _MODALITIES:
+        raise InvalidArgument(f"modalities must be a non-empty subset of {sorted(_MODALITIES)}")
+    if seed.content is not None and not isinstance(seed.content, (bytes, bytearray, memoryview)):
+        raise InvalidArgument("content must be bytes")
+
+
+def _record(seed: Seed) -> bytes:
+    return _dumps(
+        {
+            "l": [[lb.name, lb.severity] for lb in seed.labels],
+            "s": seed.source,
+            "n": seed.note,
+            "c": seed.created_at,
+            "h": seed.sha256,
+            "m": list(seed.modalities),
+            "hc": seed.has_content,
+            "r": seed.removed,
+            "ra": seed.removed_at,
+            "t": seed.text,
+        }
+    )
+
+
+def _seed(seed_id: int, raw: bytes) -> Seed:
+    d = json.loads(raw)
+    return Seed(
+        seed_id=seed_id,
+        labels=tuple(Label(n, s) for n, s in d["l"]),
+        source=d["s"],
+        note=d["n"],
+        created_at=d["c"],
+        sha256=d["h"],
+        modalities=tuple(d["m"]),
+        has_content=d["hc"],
+        removed=d["r"],
+        removed_at=d["ra"],
+        text=d["t"],
+    )
+
+
+def _op(seq: int, raw: bytes) -> OpEntry:
+    d = json.loads(raw)
+    return OpEntry(
+        seq=seq,
+        kind=OpKind(d["k"]),
+        seed_id=d["i"],
+        ts=d["t"],
+        labels=tuple(Label(n, s) for n, s in d["l"]),
+        actor=d["a"],
+    )
+
+
+class _RWLock:
+    """Shared for txns, exclusive for remapping: LMDB must not resize under a live txn.
+
+    A waiting resize blocks new readers (so busy readers cannot starve a write that needs more
+    map), except threads already inside a shared section, which may nest without deadlock.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._waiting = 0  # exclusive requests queued
+        self._resizing = False
+        self._depth: dict[int, int] = {}  # thread ident -> nested shared sections
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cond:
+            if not self._depth.get(me):
+                while self._resizing or self._waiting:
+                    self._cond.wait()
+            self._depth[me] = self._depth.get(me, 0) + 1
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._depth[me] -= 1
+                if not self._depth[me]:
+                    del self._depth[me]
+                if not self._readers:
+                    self._cond.notify_all()
+
+    def held_by_me(self) -> bool:
+        return threading.get_ident() in self._depth
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._readers or self._resizing:
+                self._cond.wait()
+            self._waiting -= 1
+            self._resizing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+class _Reader:
+    """Read operations over one LMDB transaction (shared by the store and read views)."""
+
+    def __init__(self, store: "SeedStore", txn: lmdb.Transaction):
+        self._s = store
+        self._txn = txn
+
+    @property
+    def last_seq(self) -> int:
+        raw = self._txn.get(_K_LAST_SEQ, db=self._s._db[b"meta"])
+        return _unk(raw) if raw else 0
+
+    def get(self, seed_id: int) -> Seed | None:
+        raw = self._txn.get(_k(seed_id), db=self._s._db[b"seeds"])
+        return _seed(seed_id, raw) if raw is not None else None
+
+    def get_many(self, ids: Iterable[int]) -> dict[int, Seed]:
+        db = self._s._db[b"seeds"]
+        out: dict[int, Seed] = {}
+        for i in ids:
+            i = int(i)
+            if i in out or i < 0:
+                continue
+            raw = self._txn.get(_k(i), db=db)
+            if raw is not None:
+                out[i] = _seed(i, raw)
+        return out
+
+    def find_sha256(self, sha256: str) -> int | None:
+        raw = self._txn.get(sha256.lower().encode(), db=self._s._db[b"sha"])
+        return _unk(raw) if raw is not None else None
+
+    def content(self, seed_id: int) -> bytes | None:
+        return self._txn.get(_k(seed_id), db=self._s._db[b"content"])
+
+    def space_info(self, space: str) -> dict:
+        raw = self._txn.get(space.encode(), db=self._s._db[b"spaces"])
+        if raw is None:
+            raise NotFound(f"space {space!r} is not registered in {self._s.path}")
+        return json.loads(raw)
+
+    def embeddings(self, space: str, ids: Sequence[int]) -> np.ndarray:
+        info = self.space_info(space)
+        db = self._s._emb_db(space)
+        raws, missing = [], []
+        for i in ids:
+            raw = self._txn.get(_k(int(i)), db=db)
+            if raw is None:
+                missing.append(int(i))
+            else:
+                raws.append(raw)
+        if missing:
+            raise NotFound(f"no {space!r} embedding for seed ids {missing[:20]}")
+        return _stack(raws, info)
+
+    def iter_embeddings(self, space: str, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if batch < 1:
+            raise InvalidArgument("batch must be >= 1")
+        info = self.space_info(space)
+        db = self._s._emb_db(space)
+        cur = self._txn.cursor(db=db)
+        items = cur.iternext(keys=True, values=True)
+        while True:
+            chunk = list(islice(items, batch))
+            if not chunk:
+                return
+            ids = np.fromiter((_unk(k) for k, _ in chunk), dtype=np.int64, count=len(chunk))
+            yield ids, _stack([v for _, v in chunk], info)
+
+    def list_seeds(
+        self, label: str | None, after: int, limit: int, include_removed: bool
+    ) -> tuple[list[Seed], int | None]:
+        if not 1 <= limit <= _MAX_PAGE:
+            raise InvalidArgument(f"limit must be in 1..{_MAX_PAGE}")
+        if after < 0:
+            raise InvalidArgument("after must be >= 0")
+        seeds_db = self._s._db[b"seeds"]
+        if label is not None and not include_removed:
+            # the label index holds active seeds only, in id order under the name prefix
+            prefix = label.encode() + b"\0"
+            cur = self._txn.cursor(db=self._s._db[b"labels"])
+            cur.set_range(prefix + _k(after + 1))
+
+            def ids() -> Iterator[int]:
+                for key in cur.iternext(keys=True, values=False):
+                    if not key.startswith(prefix):
+                        return
+                    yield _unk(key[len(prefix) :])
+
+            matches: Iterator[Seed] = (_seed(i, self._txn.get(_k(i), db=seeds_db)) for i in ids())
+        else:
+            cur = self._txn.cursor(db=seeds_db)
+            cur.set_range(_k(after + 1))
+            matches = (
+                s
+                for s in (_seed(_unk(k), v) for k, v in cur.iternext(keys=True, values=True))
+                if (include_removed or not s.removed) and (label is None or label in s.label_names)
+            )
+        page = list(islice(matches, limit))
+        more = next(matches, None) is not None
+        return page, (page[-1].seed_id if more and page else None)
+
+
+def _stack(raws: list[bytes], info: dict) -> np.ndarray:
+    dtype = _DTYPES[info["dtype"]]
+    width = _width(info)
+    if not raws:
+        return np.empty((0, width), dtype=dtype)
+    arr = np.frombuffer(b"".join(raws), dtype=dtype).reshape(len(raws), width)
+    return np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
+
+
+def _width(info: dict) -> int:
+    return info["dim"] // 8 if info["dtype"] == "uint8" else info["dim"]
+
+
+class ReadView:
+    """One consistent LMDB snapshot: what the batch index builder reads."""
+
+    def __init__(self, reader: _Reader):
+        self._r = reader
+
+    @property
+    def last_seq(self) -> int:
+        return self._r.last_seq
+
+    def iter_embeddings(self, space: str, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(int64 ids, vectors) of active seeds in id order, from this view."""
+        return self._r.iter_embeddings(space, batch)
+
+    def get_many(self, ids: Iterable[int]) -> dict[int, Seed]:
+        """Seed records by id as of this view; unknown ids are left out."""
+        return self._r.get_many(ids)
+
+    def embeddings(self, space: str, ids: Sequence[int]) -> np.ndarray:
+        """Vectors of the given ids as of this view; NotFound if any is missing."""
+        return self._r.embeddings(space, ids)
+
+    def content(self, seed_id: int) -> bytes | None:
+        """Stored original bytes of a seed as of this view."""
+        return self._r.content(seed_id)
+
+    def spaces(self) -> dict[str, dict]:
+        """Registered spaces as of this view."""
+        return self._r._s._spaces(self._r._txn)
+
+
+class SeedStore:
+    """The LMDB seed store. Opened for writing by one process (flock), read-only by any number."""
+
+    def __init__(self, path: str | Path, map_size: int = 1 << 30, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        self._wlock = threading.Lock()  # one write txn at a time in this process
+        self._rw = _RWLock()
+        self._dblock = threading.Lock()
+        self._lockfile = None
+        self._env: lmdb.Environment | None = None
+        self._db: dict[bytes, object] = {}
+        try:
+            if readonly:
+                if not (self.path / "data.mdb").is_file():
+                    raise StoreError(f"no seed store at {self.path}")
+            else:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._take_writer_lock()
+            self._env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=_MAX_DBS,
+                max_readers=_MAX_READERS,
+                readonly=readonly,
+                lock=True,  # the reader table is how a builder process reads beside the writer
+                sync=True,  # a write returns only after fsync: acknowledged means durable
+                metasync=True,
+                readahead=False,  # random lookups; readahead would only evict hot pages
+                subdir=True,
+                create=not readonly,
+            )
+            for name in _FIXED_DBS:
+                self._db[name] = self._env.open_db(name, create=not readonly)
+            # open every space's db now: opening one later inside a write txn would deadlock
+            with self._read() as r:
+                known = [k.decode() for k in r._txn.cursor(db=self._db[b"spaces"]).iternext(values=False)]
+            for space in known:
+                self._emb_db(space)
+            if not readonly:
+                self._write(self._init_meta)
+        except StoreError:
+            self.close()
+            raise
+        except (lmdb.Error, OSError) as e:
+            self.close()
+            raise StoreError(f"cannot open seed store at {self.path}: {e}") from e
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def _take_writer_lock(self) -> None:
+        f = open(self.path / "writer.lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise StoreError(
+                    f"seed store at {self.path} is already open for writing (writer pid {holder}); "
+                    "one writer per store — open it with readonly=True to read beside it"
+                ) from e
+            raise
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lockfile = f
+
+    def close(self) -> None:
+        """Close the environment and release the writer lock."""
+        if self._env is not None:
+            with self._wlock, self._rw.exclusive():
+                self._env.close()
+            self._env = None
+        if self._lockfile is not None:
+            fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+            self._lockfile.close()
+            self._lockfile = None
+
+    def __enter__(self) -> "SeedStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- transactions ----------------------------------------------------------------------
+
+    def _env_or_raise(self) -> lmdb.Environment:
+        if self._env is None:
+            raise StoreError(f"seed store at {self.path} is closed")
+        return self._env
+
+    def _write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run ``fn`` in one write txn; on MapFullError abort, double the map and rerun it all."""
+        if self.readonly:
+            raise StoreError(f"seed store at {self.path} is open read-only")
+        with self._wlock:
+            while True:
+                env = self._env_or_raise()
+                try:
+                    txn = env.begin(write=True)
+                except lmdb.Error as e:
+                    raise StoreError(f"write to seed store at {self.path} failed: {e}") from e
+                try:
+                    result = fn(txn)
+                    txn.commit()
+                    return result
+                except lmdb.MapFullError:
+                    self._abort(txn)
+                    if self._rw.held_by_me():
+                        raise StoreError(
+                            f"seed store at {self.path} is full and cannot grow while this thread holds "
+                            "a read view; finish the read first"
+                        ) from None
+                    with self._rw.exclusive():
+                        env.set_mapsize(env.info()["map_size"] * 2)
+                except lmdb.Error as e:
+                    self._abort(txn)
+                    raise StoreError(f"write to seed store at {self.path} failed: {e}") from e
+                except BaseException:
+                    self._abort(txn)
+                    raise
+
+    def _abort(self, txn: lmdb.Transaction) -> None:
+        # py-lmdb 3.0 makes a write-txn abort wait until no read call is in flight, which busy
+        # reader threads can postpone for seconds; so pause our readers while it runs.
+        if self._rw.held_by_me():
+            txn.abort()
+            return
+        with self._rw.exclusive():
+            txn.abort()
+
+    @contextmanager
+    def _read(self) -> Iterator[_Reader]:
+        """One read txn; adopts a map the writer grew since we mapped it (MDB_MAP_RESIZED)."""
+        while True:
+            env = self._env_or_raise()
+            with self._rw.shared():
+                try:
+                    txn = env.begin(write=False)
+                except lmdb.MapResizedError:
+                    txn = None
+                except lmdb.Error as e:
+                    raise StoreError(f"read from seed store at {self.path} failed: {e}") from e
+                if txn is not None:
+                    try:
+                        yield _Reader(self, txn)
+                    except lmdb.Error as e:
+                        raise StoreError(f"read from seed store at {self.path} failed: {e}") from e
+                    finally:
+                        txn.abort()
+                    return
+            if self._rw.held_by_me():
+                raise StoreError(f"seed store at {self.path} grew under a long read in this thread; retry")
+            with self._wlock, self._rw.exclusive():
+                env.set_mapsize(0)  # 0: take the size the writer recorded
+
+    def _emb_db(self, space: str):
+        name = b"emb:" + space.encode()
+        db = self._db.get(name)
+        if db is None:
+            with self._dblock:
+                db = self._db.get(name)
+                if db is None:
+                    try:
+                        db = self._env_or_raise().open_db(name, create=not self.readonly)
+                    except lmdb.NotFoundError as e:
+                        raise NotFound(f"space {space!r} has no embeddings db in {self.path}") from e
+                    except lmdb.DbsFullError as e:
+                        raise StoreError(f"too many spaces in {self.path} (max {_MAX_DBS - 7})") from e
+                    self._db[name] = db
+        return db
+
+    def _init_meta(self, txn: lmdb.Transaction) -> None:
+        meta = self._db[b"meta"]
+        if txn.get(_K_NEXT_ID, db=meta) is None:
+            txn.put(_K_NEXT_ID, _k(1), db=meta)
+            txn.put(_K_LAST_SEQ, _k(0), db=meta)
+
+    def _next(self, txn: lmdb.Transaction, key: bytes, first: int) -> int:
+        meta = self._db[b"meta"]
+        raw = txn.get(key, db=meta)
+        return _unk(raw) if raw else first
+
+    def _log(self, txn: lmdb.Transaction, kind: OpKind, seed_id: int, labels, actor: str, ts: float) -> None:
+        seq = self._next(txn, _K_LAST_SEQ, 0) + 1
+        txn.put(_K_LAST_SEQ, _k(seq), db=self._db[b"meta"])
+        entry = {"k": int(kind), "i": seed_id, "t": ts, "l": [[lb.name, lb.severity] for lb in labels], "a": actor}
+        txn.put(_k(seq), _dumps(entry), db=self._db[b"oplog"], append=True)
+
+    def _index_labels(self, txn: lmdb.Transaction, seed_id: int, labels, add: bool) -> None:
+        db = self._db[b"labels"]
+        for lb in labels:
+            key = lb.name.encode() + b"\0" + _k(seed_id)
+            if add:
+                txn.put(key, b"", db=db)
+            else:
+                txn.delete(key, db=db)
+
+    def _spaces(self, txn: lmdb.Transaction) -> dict[str, dict]:
+        out = {}
+        for key, raw in txn.cursor(db=self._db[b"spaces"]).iternext():
+            space = key.decode()
+            info = json.loads(raw)
+            info["count"] = txn.stat(self._emb_db(space))["entries"]
+            out[space] = info
+        return out
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    def register_space(self, space: str, model_id: str, dim: int, dtype: str) -> None:
+        """Record a space's model the first time; a different model for it raises ModelMismatch."""
+        if not space or not model_id:
+            raise InvalidArgument("space and model_id must be non-empty")
+        if dtype not in _DTYPES:
+            raise InvalidArgument(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if dim < 1 or (dtype == "uint8" and dim % 8):
+            raise InvalidArgument(f"bad dim {dim} for dtype {dtype} (binary dims are bits, a multiple of 8)")
+        with self._read() as r:
+            raw = r._txn.get(space.encode(), db=self._db[b"spaces"])
+        if raw is not None:
+            self._check_same_model(space, json.loads(raw), model_id, dim, dtype)
+            return
+        with self._wlock:  # _emb_db commits its own txn; keep it off a concurrent writer
+            self._emb_db(space)
+
+        def fn(txn: lmdb.Transaction) -> None:
+            raw = txn.get(space.encode(), db=self._db[b"spaces"])
+            if raw is not None:
+                self._check_same_model(space, json.loads(raw), model_id, dim, dtype)
+                return
+            txn.put(space.encode(), _dumps({"model_id": model_id, "dim": dim, "dtype": dtype}), db=self._db[b"spaces"])
+
+        self._write(fn)
+
+    @staticmethod
+    def _check_same_model(space: str, info: dict, model_id: str, dim: int, dtype: str) -> None:
+        if (info["model_id"], info["dim"], info["dtype"]) != (model_id, dim, dtype):
+            raise ModelMismatch(
+                f"space {space!r} holds embeddings of {info['model_id']} (dim {info['dim']}, {info['dtype']}); "
+                f"refusing {model_id} (dim {dim}, {dtype}) — rebuild the space to change models"
+            )
+
+    def add_seeds(self, seeds: Sequence[NewSeed]) -> list[tuple[int, bool]]:
+        """Add seeds in ONE transaction; an active exact duplicate returns (its id, False)."""
+        for s in seeds:
+            _check_new(s)
+
+        def fn(txn: lmdb.Transaction) -> list[tuple[int, bool]]:
+            spaces_db, sha_db = self._db[b"spaces"], self._db[b"sha"]
+            infos: dict[str, dict] = {}
+            out: list[tuple[int, bool]] = []
+            next_id = self._next(txn, _K_NEXT_ID, 1)
+            now = time.time()
+            for s in seeds:
+                sha = s.sha256.lower()
+                existing = txn.get(sha.encode(), db=sha_db)
+                if existing is not None:
+                    out.append((_unk(existing), False))
+                    continue
+                vectors = {}
+                for space, vec in s.embeddings.items():
+                    if space not in infos:
+                        raw = txn.get(space.encode(), db=spaces_db)
+                        if raw is None:
+                            raise InvalidArgument(f"space {space!r} is not registered; register_space first")
+                        infos[space] = json.loads(raw)
+                    vectors[space] = _encode_vector(space, vec, infos[space])
+                seed_id, next_id = next_id, next_id + 1
+                key = _k(seed_id)
+                seed = Seed(
+                    seed_id=seed_id,
+                    labels=tuple(s.labels),
+                    source=s.source,
+                    note=s.note,
+                    created_at=now,
+                    sha256=sha,
+                    modalities=tuple(s.modalities),
+                    has_content=s.content is not None,
+                    text=s.text,
+                )
+                txn.put(key, _record(seed), db=self._db[b"seeds"], append=True)
+                txn.put(sha.encode(), key, db=sha_db)
+                self._index_labels(txn, seed_id, seed.labels, add=True)
+                if s.content is not None:
+                    txn.put(key, bytes(s.content), db=self._db[b"content"], append=True)
+                for space, blob in vectors.items():
+                    txn.put(key, blob, db=self._emb_db(space), append=True)
+                self._log(txn, OpKind.ADD, seed_id, seed.labels, s.actor, now)
+                out.append((seed_id, True))
+            txn.put(_K_NEXT_ID, _k(next_id), db=self._db[b"meta"])
+            return out
+
+        return self._write(fn)
+
+    def remove_seeds(self, ids: Sequence[int], actor: str = "") -> list[int]:
+        """Mark seeds removed (record kept), drop their vectors and index entries; returns ids removed now."""
+        ids = [int(i) for i in ids]
+
+        def fn(txn: lmdb.Transaction) -> list[int]:
+            seeds_db = self._db[b"seeds"]
+            spaces = [k.decode() for k in txn.cursor(db=self._db[b"spaces"]).iternext(keys=True, values=False)]
+            now = time.time()
+            removed: list[int] = []
+            for seed_id in ids:
+                raw = txn.get(_k(seed_id), db=seeds_db) if seed_id >= 0 else None
+                if raw is None:
+                    raise NotFound(f"seed {seed_id} does not exist")
+                seed = _seed(seed_id, raw)
+                if seed.removed:
+                    continue
+                key = _k(seed_id)
+                gone = replace(seed, removed=True, removed_at=now)
+                txn.put(key, _record(gone), db=seeds_db)
+                txn.delete(seed.sha256.encode(), db=self._db[b"sha"])
+                self._index_labels(txn, seed_id, seed.labels, add=False)
+                for space in spaces:
+                    txn.delete(key, db=self._emb_db(space))
+                self._log(txn, OpKind.REMOVE, seed_id, seed.labels, actor, now)
+                removed.append(seed_id)
+            return removed
+
+        return self._write(fn)
+
+    def relabel(self, seed_id: int, labels: Sequence[Label], actor: str = "") -> Seed:
+        """Replace an active seed's labels; NotFound for unknown or removed seeds."""
+        labels = _check_labels(labels)
+        seed_id = int(seed_id)
+
+        def fn(txn: lmdb.Transaction) -> Seed:
+            raw = txn.get(_k(seed_id), db=self._db[b"seeds"]) if seed_id >= 0 else None
+            if raw is None:
+                raise NotFound(f"seed {seed_id} does not exist")
+            seed = _seed(seed_id, raw)
+            if seed.removed:
+                raise NotFound(f"seed {seed_id} was removed")
+            new = replace(seed, labels=labels)
+            txn.put(_k(seed_id), _record(new), db=self._db[b"seeds"])
+            self._index_labels(txn, seed_id, seed.labels, add=False)
+            self._index_labels(txn, seed_id, labels, add=True)
+            self._log(txn, OpKind.RELABEL, seed_id, labels, actor, time.time())
+            return new
+
+        return self._write(fn)
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the newest op-log entry (0 when empty)."""
+        with self._read() as r:
+            return r.last_seq
+
+    def get(self, seed_id: int) -> Seed | None:
+        """One seed record (removed ones too), or None."""
+        with self._read() as r:
+            return r.get(int(seed_id)) if int(seed_id) >= 0 else None
+
+    def get_many(self, ids: Iterable[int]) -> dict[int, Seed]:
+        """Seed records by id in one read txn; unknown ids are left out."""
+        with self._read() as r:
+            return r.get_many(ids)
+
+    def find_sha256(self, sha256: str) -> int | None:
+        """Id of the ACTIVE seed with this sha256, or None."""
+        with self._read() as r:
+            return r.find_sha256(sha256)
+
+    def content(self, seed_id: int) -> bytes | None:
+        """The seed's stored original bytes, or None."""
+        with self._read() as r:
+            return r.content(int(seed_id))
+
+    def list_seeds(
+        self, label: str | None = None, after: int = 0, limit: int = 100, include_removed: bool = False
+    ) -> tuple[list[Seed], int | None]:
+        """A page of seeds with id > after (optionally of one label) and the cursor for the next page."""
+        with self._read() as r:
+            return r.list_seeds(label, after, limit, include_removed)
+
+    def embeddings(self, space: str, ids: Sequence[int]) -> np.ndarray:
+        """(len(ids), width) vectors of the given seeds; NotFound if any has none in this space."""
+        with self._read() as r:
+            return r.embeddings(space, ids)
+
+    def iter_embeddings(self, space: str, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(int64 ids, vectors) batches of ACTIVE seeds in id order, all from one read txn."""
+        with self._read() as r:
+            yield from r.iter_embeddings(space, batch)
+
+    def ops_after(self, seq: int) -> Iterator[OpEntry]:
+        """Op-log entries with seq > ``seq``, in order (the log is append-only, so chunked txns are safe)."""
+        while True:
+            with self._read() as r:
+                cur = r._txn.cursor(db=self._db[b"oplog"])
+                if not cur.set_range(_k(seq + 1)):
+                    return
+                chunk = [_op(_unk(k), v) for k, v in islice(cur.iternext(), _OPS_CHUNK)]
+            yield from chunk
+            if len(chunk) < _OPS_CHUNK:
+                return
+            seq = chunk[-1].seq
+
+    def spaces(self) -> dict[str, dict]:
+        """space -> {model_id, dim, dtype, count}."""
+        with self._read() as r:
+            return self._spaces(r._txn)
+
+    def stats(self) -> dict:
+        """Counts for operators: active/removed seeds, per-label and per-space counts, map usage."""
+        env = self._env_or_raise()
+        with self._read() as r:
+            txn = r._txn
+            n_seeds = txn.stat(self._db[b"seeds"])["entries"]
+            active = txn.stat(self._db[b"sha"])["entries"]  # one sha entry per active seed
+            labels: dict[str, int] = {}
+            for key in txn.cursor(db=self._db[b"labels"]).iternext(keys=True, values=False):
+                name = key[:-9].decode()
+                labels[name] = labels.get(name, 0) + 1
+            info = env.info()
+            return {
+                "seeds_active": active,
+                "seeds_removed": n_seeds - active,
+                "labels": labels,
+                "spaces": {k: v["count"] for k, v in self._spaces(txn).items()},
+                "last_seq": r.last_seq,
+                "map_size": info["map_size"],
+                "used_bytes": (info["last_pgno"] + 1) * env.stat()["psize"],
+            }
+
+    @contextmanager
+    def read_view(self) -> Iterator[ReadView]:
+        """A consistent view over ONE read txn, for the batch index builder."""
+        with self._read() as r:
+            yield ReadView(r)
+
+
+def _encode_vector(space: str, vec, info: dict) -> bytes:
+    arr = np.asarray(vec)
+    width = _width(info)
+    if arr.ndim != 1 or arr.shape[0] != width:
+        raise InvalidArgument(
+            f"space {space!r} wants a 1-d vector of {width} ({info['dtype']}), got shape {arr.shape}"
+        )
+    if info["dtype"] == "uint8":
+        if arr.dtype != np.uint8:
+            raise InvalidArgument(f"space {space!r} is binary: want packed uint8 bits, got {arr.dtype}")
+    else:
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise InvalidArgument(f"space {space!r} wants float vectors, got {arr.dtype}")
+        if not np.all(np.isfinite(arr)):
+            raise InvalidArgument(f"space {space!r}: vector has NaN or inf")
+    return np.ascontiguousarray(arr, dtype=_DTYPES[info["dtype"]]).tobytes()

@@ -1,0 +1,127 @@
+"""Durability through real processes: `kill -9` during a stream of AddSeeds/RemoveSeeds loses no
+acknowledged seed and resurrects no removed one; restart = newest snapshot + op-log replay;
+Reload swaps snapshots; SIGTERM drains the call in flight and exits 0."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from dedup.errors import DedupError
+from dedup.types import Item, Label
+
+pytestmark = pytest.mark.slow
+
+CONFIG = "demo = false\n"
+
+
+def _text(i: int, tag: str) -> str:
+    return f"durability check {tag} seed number {i}: buy cheap watches at shop-{i}.example"
+
+
+def test_kill9_during_writes_loses_no_ack_and_resurrects_no_removal(server_factory, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("crash") / "data"
+    first = server_factory("crash", CONFIG, data_dir=data_dir)
+    tag = uuid.uuid4().hex[:8]
+
+    with first.client("admin") as admin:
+        base = admin.add_seeds([Item(text=_text(i, tag)) for i in range(5)], [Label("crash.base")])
+        base_ids = [r[0] for r in base]
+        admin.publish_snapshot()  # restart must load this snapshot and replay the log after it
+
+    acked: dict[int, str] = {sid: _text(i, tag) for i, sid in enumerate(base_ids)}
+    removed: set[int] = set()
+    stop = threading.Event()
+
+    def writer():
+        with first.client("analyst", timeout=10) as analyst:
+            i = 100
+            while not stop.is_set():
+                text = _text(i, tag)
+                try:
+                    (r,) = analyst.add_seeds([Item(text=text)], [Label("crash.test", 2)])
+                    acked[r[0]] = text  # acknowledged: must survive
+                    if i % 3 == 0:
+                        victim = sorted(acked)[len(acked) // 2]
+                        if victim not in removed and analyst.remove_seeds([victim]) == [victim]:
+                            removed.add(victim)  # acknowledged removal: must stay removed
+                except DedupError:
+                    return  # the server died under us; what was acknowledged is recorded
+                i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    deadline = time.monotonic() + 120
+    while len(acked) < 35 and t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(acked) >= 35 and removed, "the write stream did not get going"
+    first.kill9()  # mid-stream: the writer is still sending
+    stop.set()
+    t.join(30)
+
+    second = server_factory("crash-restart", CONFIG, data_dir=data_dir)
+    live = {sid: text for sid, text in acked.items() if sid not in removed}
+    with second.client("reader") as reader:
+        lost = [sid for sid in live if reader.get_seed(sid).removed]
+        assert not lost, f"acknowledged seeds lost: {lost}"
+        assert all(reader.get_seed(sid).removed for sid in removed)
+        ids, texts = list(acked), list(acked.values())
+        for start in range(0, len(ids), 32):
+            chunk = ids[start:start + 32]
+            results = reader.batch_lookup([Item(text=acked[s]) for s in chunk], top_k=20)
+            for sid, res in zip(chunk, results):
+                neighbor_ids = {n.seed_id for n in res.neighbors}
+                if sid in removed:
+                    assert res.exact_match is None and sid not in neighbor_ids, f"{sid} resurrected"
+                else:
+                    assert res.exact_match == sid and sid in neighbor_ids, f"{sid} not searchable"
+                assert not (neighbor_ids & removed), "a removed seed is evidence again"
+        assert len(texts) == len(ids)
+
+    # Reload (admin): publish the recovered state, swap it in, nothing changes for readers.
+    with second.client("admin") as admin:
+        version = admin.publish_snapshot()
+        assert admin.reload() == version
+        assert admin.stats()["snapshot_version"] == version
+    with second.client("reader") as reader:
+        some = next(iter(live))
+        assert reader.lookup(text=live[some]).exact_match == some
+
+
+def test_sigterm_drains_the_call_in_flight_and_exits_zero(server_factory, skimage_images, encode):
+    # A generous grace: the drain must finish the call even on a loaded CI machine.
+    server = server_factory("sigterm", CONFIG + "[server]\ngrace_s = 90.0\n")
+    items = [Item(image=encode(img.resize((640, 480)), "PNG")) for img in skimage_images.values()]
+    items = items[:16]
+    outcome: dict = {}
+
+    def call():
+        with server.client("reader", timeout=120) as reader:
+            try:
+                outcome["results"] = reader.batch_lookup(items)
+            except DedupError as e:
+                outcome["error"] = e
+
+    t = threading.Thread(target=call)
+    t.start()
+    metrics_url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # SIGTERM only once the call is being served
+        body = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+        if re.search(r"^dedup_in_flight_requests 1\.0$", body, re.M):
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the BatchLookup never showed as in flight")
+    rc = server.terminate(timeout=120)
+    t.join(30)
+    assert "error" not in outcome, outcome.get("error")
+    assert len(outcome["results"]) == 16
+    assert not any(isinstance(r, DedupError) for r in outcome["results"])
+    assert rc == 0, server.log_tail()
+    assert '"msg": "stopped"' in server.log_text()
