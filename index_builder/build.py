@@ -92,38 +92,45 @@ def validate(index: ShardedIndex, ids: np.ndarray, vecs: np.ndarray, metric: str
     return hits / max(1, int((want >= 0).sum()))
 
 
-def rebuild(data_dir: str | Path, plans: dict[str, SpacePlan] | None = None,
+def rebuild(store: SeedStore, index_root: str | Path, plans: dict[str, SpacePlan] | None = None,
             min_recall: float = 0.9) -> BuildReport:
-    """Rebuild every registered space from the store under ``data_dir`` and publish it."""
-    data_dir = Path(data_dir)
+    """Rebuild every registered space from one read view of ``store``; publish under index_root.
+
+    ``store`` may be the live writer's own store (same process) or a readonly one opened
+    beside it: only a read transaction is used.
+    """
     report = BuildReport()
     plans = plans or {}
-    store = SeedStore(data_dir / "store", readonly=True)
-    try:
-        indexes: dict[str, ShardedIndex] = {}
-        model_ids: dict[str, str] = {}
-        with store.read_view() as view:
-            op_seq = view.last_seq
-            for space, meta in store.spaces().items():
-                plan = plans.get(space, SpacePlan())
-                metric = "hamming" if meta["dtype"] == "uint8" else "ip"
-                with _timed(report, f"{space}:read"):
-                    ids, vecs = read_space(view, space)
-                index = build_index(ids, vecs, meta["dim"], metric, plan, report, space)
-                with _timed(report, f"{space}:validate"):
-                    recall = validate(index, ids, vecs, metric)
-                report.recall[space] = recall
-                report.sizes[space] = index.ntotal
-                if recall < min_recall:
-                    raise SnapshotError(
-                        f"{space}: recall@10 {recall:.3f} < {min_recall} with {index.factory}; "
-                        "not publishing (raise nprobe or change the factory)")
-                indexes[space] = index
-                model_ids[space] = meta["model_id"]
-        if not indexes:
-            raise InvalidArgument(f"no spaces registered in {data_dir / 'store'}")
-        with _timed(report, "publish"):
-            report.manifest = publish_snapshot(data_dir / "index", indexes, model_ids, op_seq)
-        return report
-    finally:
-        store.close()
+    indexes: dict[str, ShardedIndex] = {}
+    model_ids: dict[str, str] = {}
+    with store.read_view() as view:
+        op_seq = view.last_seq
+        for space, meta in view.spaces().items():
+            plan = plans.get(space, SpacePlan())
+            metric = "hamming" if meta["dtype"] == "uint8" else "ip"
+            with _timed(report, f"{space}:read"):
+                ids, vecs = read_space(view, space)
+            index = build_index(ids, vecs, meta["dim"], metric, plan, report, space)
+            with _timed(report, f"{space}:validate"):
+                recall = validate(index, ids, vecs, metric)
+            report.recall[space] = recall
+            report.sizes[space] = index.ntotal
+            if recall < min_recall:
+                raise SnapshotError(
+                    f"{space}: recall@10 {recall:.3f} < {min_recall} with {index.factory}; "
+                    "not publishing (raise nprobe or change the factory)")
+            indexes[space] = index
+            model_ids[space] = meta["model_id"]
+    if not indexes:
+        raise InvalidArgument("no spaces registered in the store")
+    with _timed(report, "publish"):
+        report.manifest = publish_snapshot(Path(index_root), indexes, model_ids, op_seq)
+    return report
+
+
+def rebuild_data_dir(data_dir: str | Path, plans: dict[str, SpacePlan] | None = None,
+                     min_recall: float = 0.9) -> BuildReport:
+    """Open the store under a service's data dir read-only (beside the live writer) and rebuild."""
+    data_dir = Path(data_dir)
+    with SeedStore(data_dir / "store", readonly=True) as store:
+        return rebuild(store, data_dir / "index", plans, min_recall)

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from dedup.errors import DedupError
-from index_builder.build import SpacePlan, rebuild
+from index_builder.build import SpacePlan, rebuild_data_dir
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED = 0, 2, 1
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         factory, _, shards = rest.rpartition(":") if rest.rsplit(":", 1)[-1].isdigit() else (rest, "", "1")
         plans[name] = SpacePlan(factory=factory or "auto", n_shards=int(shards or 1), nprobe=args.nprobe)
     try:
-        report = rebuild(args.data_dir, plans, min_recall=args.min_recall)
+        report = rebuild_data_dir(args.data_dir, plans, min_recall=args.min_recall)
     except DedupError as e:
         print(f"dedup-build: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -27,12 +27,13 @@ def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
 
 
 def skimage_rgb(name: str) -> Image.Image:
+    """A real photograph shipped in scikit-image's data folder, as RGB."""
+    from pathlib import Path
+
     import skimage.data
 
-    arr = getattr(skimage.data, name)()
-    if arr.ndim == 2:
-        arr = np.stack([arr] * 3, axis=-1)
-    return Image.fromarray(arr[..., :3].astype(np.uint8))
+    (path,) = Path(skimage.data.__file__).parent.glob(f"{name}.*")
+    return Image.open(path).convert("RGB")
 
 
 def modified_copies(img: Image.Image) -> dict[str, bytes]:
@@ -171,7 +172,7 @@ def test_reload_swaps_in_a_builder_snapshot_without_losing_writes(tmp_path, embe
     with Engine.open(cfg, embedders=embedders) as eng:
         ids = [r[0] for r in eng.add_seeds(
             [Item(image=encode(skimage_rgb(n))) for n in ("astronaut", "chelsea", "coffee")], [GORE])]
-        report = rebuild(cfg.data_dir, {"image:effnet-lite0": SpacePlan("Flat", n_shards=2)})
+        report = rebuild(eng.store, eng.index_root, {"image:effnet-lite0": SpacePlan("Flat", n_shards=2)})
         assert report.recall["image:effnet-lite0"] == 1.0
         # a write after the builder's read view, before the reload
         [(late, _)] = eng.add_seeds([Item(image=encode(skimage_rgb("rocket")))], [SCAM])

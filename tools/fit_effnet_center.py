@@ -1,9 +1,10 @@
-"""Fit the centre vector of the ``image:effnet-lite0`` space and write effnet_lite0_center.npy.
+"""Fit a centre vector for the ``image:effnet-lite0`` space (the mean pooled feature).
 
-Usage (repo root): ``python -m tools.fit_effnet_center [--out PATH]``
+Usage (repo root): ``python -m tools.fit_effnet_center --out center.npy``
 
-The centre is the mean pooled feature (GeM, mirror-averaged, squashed 224 px: the shipped
-embedding settings) over a deterministic fit set that shares NO image with the evaluation seeds
+Measured by tools/measure_effnet.py, centring did not help, so none ships; this tool keeps the
+experiment reproducible (pass the vector as ``create_embedder(..., center=np.load(path))``).
+The centre is the mean pooled feature (default embedding settings) over a deterministic fit set that shares NO image with the evaluation seeds
 of tools/measure_effnet.py (tests/conftest.py SKIMAGE_NAMES): sklearn's china/flower photos,
 matplotlib's sample photos, skimage's LFW faces and the skimage images left out of the
 evaluation, each also as random crops, plus synthetic noise, gradients and shapes. Needs the
@@ -101,13 +102,13 @@ def fit_center(features: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dedup.embed.effnet import CENTER_FILE, EffnetLite0Embedder
+    from dedup.embed.effnet import EffnetLite0Embedder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=CENTER_FILE)
+    ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     images = fit_images()
-    emb = EffnetLite0Embedder(device="cpu", center=False)  # the shipped settings, uncentred
+    emb = EffnetLite0Embedder(device="cpu")  # default recipe, uncentred
     center = fit_center(emb.pooled_features(images))
     np.save(args.out, center)
     print(f"wrote {args.out}: mean of {len(images)} images, |c|={np.linalg.norm(center):.3f}")
