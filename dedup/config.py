@@ -50,6 +50,9 @@ class BatcherConfig(_Strict):
     max_batch: int = Field(default=32, ge=1)
     max_wait_ms: float = Field(default=3.0, ge=0)
     max_queue: int = Field(default=1024, ge=1)
+    # Batches computing at once. One keeps the model's own threads busy without two batches
+    # competing for the same cores; raise it with several GPUs or many cores.
+    max_inflight: int = Field(default=1, ge=1)
 
 
 class TlsConfig(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 import time
 import zlib
@@ -58,7 +59,7 @@ def test_animated_gif_decodes_first_frame(encode):
     red = Image.new("RGB", (40, 30), (255, 0, 0))
     blue = Image.new("RGB", (40, 30), (0, 0, 255))
     data = encode(red, "GIF", save_all=True, append_images=[blue], duration=100, loop=0)
-    assert Image.open(__import__("io").BytesIO(data)).n_frames == 2
+    assert Image.open(io.BytesIO(data)).n_frames == 2
     img = decode_image(data, LIMITS)
     assert img.getpixel((5, 5)) == (255, 0, 0)
 

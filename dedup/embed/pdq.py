@@ -16,9 +16,6 @@ from dedup.errors import InvalidArgument
 
 SPACE = "pdq"
 BITS = 256
-# PDQ's reference implementation hashes a downsampled image; bounding the input side keeps the
-# cost flat for large uploads without changing the hash in practice (it works at 64x64).
-_MAX_SIDE = 512
 
 
 class PdqEmbedder:
@@ -29,22 +26,30 @@ class PdqEmbedder:
     dim = BITS  # bits; each row is dim // 8 bytes
     modalities = frozenset({"image"})
 
-    def __init__(self, device: str | None = None):
+    def __init__(self, device: str | None = None, max_side: int | None = None):
+        """``max_side``: downscale larger images first. Off by default: ThreatExchange hashes
+        are taken at full size, and thumbnailing a 600x400 photo to 512 px already moved 20 of
+        256 bits (measured); full size costs about 0.1 s per megapixel on one core."""
         import pdqhash
+
+        if max_side is not None and max_side < 64:
+            raise InvalidArgument(f"max_side must be >= 64, got {max_side}")
+        self.max_side = max_side
 
         self._pdq = pdqhash
         self.device = "cpu"  # PDQ runs on the CPU whatever the device
         version = getattr(pdqhash, "__version__", "unknown")
-        self.model_id = f"{SPACE}@{version}"
+        # A downscale changes the hashes, so it is part of the model id.
+        self.model_id = f"{SPACE}@{version}" + (f"-max{max_side}" if max_side else "")
 
     def _hash(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         bits = np.zeros((len(images), BITS), dtype=np.uint8)
         quality = np.zeros(len(images), dtype=np.int32)
         for i, img in enumerate(images):
             img = img.convert("RGB")
-            if max(img.size) > _MAX_SIDE:
+            if self.max_side is not None and max(img.size) > self.max_side:
                 img = img.copy()
-                img.thumbnail((_MAX_SIDE, _MAX_SIDE), Image.BILINEAR)
+                img.thumbnail((self.max_side, self.max_side), Image.BILINEAR)
             vector, q = self._pdq.compute(np.ascontiguousarray(np.asarray(img)))
             bits[i] = vector
             quality[i] = q

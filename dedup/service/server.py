@@ -111,7 +111,7 @@ class DedupServer:
             log.exception("engine failed to load")
             raise
         self.metrics.watch_engine(self.engine.stats)
-        self.servicer.attach(self.engine, max_inflight_batches=min(2, self.config.server.workers))
+        self.servicer.attach(self.engine)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.ready.set()
         log.info("serving", extra={"snapshot": self.engine.snapshot_version,

@@ -73,14 +73,14 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
         self._max_waiting = batcher_config.max_queue if batcher_config is not None else 1024
         self._waiting = 0
 
-    def attach(self, engine, max_inflight_batches: int = 2) -> None:
+    def attach(self, engine) -> None:
         """Start serving from ``engine`` (called once models and index are loaded)."""
         cfg = self._batcher_config
         if cfg is not None and cfg.enabled:
             self._batcher = MicroBatcher(
                 self._run_lookup_batch, self._executor, max_batch=cfg.max_batch,
                 max_wait_ms=cfg.max_wait_ms, max_queue=cfg.max_queue,
-                max_inflight=max_inflight_batches,
+                max_inflight=cfg.max_inflight,
                 on_batch=self._metrics.observe_batch if self._metrics else None)
         self.engine = engine
 
