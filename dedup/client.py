@@ -77,11 +77,12 @@ class DedupClient:
 
     # ------------------------------------------------------------------ lookups
     def lookup(self, item: Item | None = None, *, image: bytes | None = None,
-               text: str | None = None, top_k: int = 10, labels: Sequence[str] | None = None,
+               text: str | None = None, pdq: str | None = None, top_k: int = 10,
+               labels: Sequence[str] | None = None,
                threshold: float | None = None, timeout: float | None = None,
                request_id: str | None = None) -> LookupResult:
-        """Check one item (or ``image=``/``text=``); raises the typed error for a bad item."""
-        item = item or Item(image=image, text=text)
+        """Check one item (or ``image=``/``text=``/``pdq=``); raises the typed error for a bad item."""
+        item = item or Item(image=image, text=text, pdq=pdq)
         request = pb.LookupRequest(item=convert.item_to_proto(item), top_k=top_k,
                                    labels=list(labels or ()))
         if threshold is not None:

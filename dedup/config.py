@@ -100,6 +100,8 @@ def default_spaces() -> dict[str, SpaceConfig]:
     return {
         "image:effnet-lite0": SpaceConfig(model="image:effnet-lite0", threshold=0.80),
         "text:minilm-l6": SpaceConfig(model="text:minilm-l6", threshold=0.90),
+        # PDQ's customary match distance is <= 31 of 256 bits: similarity 1 - 31/256 = 0.8789
+        "pdq": SpaceConfig(model="pdq", threshold=0.878),
     }
 
 

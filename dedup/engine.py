@@ -10,6 +10,7 @@ then to the in-memory indexes; after a crash ``open`` rebuilds the same state (i
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ import numpy as np
 from dedup.config import Config, SpaceConfig
 from dedup.embed import create_embedder
 from dedup.embed.base import Embedder
+from dedup.embed.pdq import SPACE as PDQ_SPACE
+from dedup.embed.pdq import from_hex as parse_pdq_hex
 from dedup.errors import (DedupError, InvalidArgument, InvalidItem, LimitExceeded,
                           ModelMismatch, NotFound)
 from dedup.index import ShardedIndex
@@ -58,10 +61,12 @@ class Prepared:
     text: str | None  # normalised text
     sha256: str
     raw_image: bytes | None
+    pdq: np.ndarray | None = None  # a given PDQ hash (32 packed bytes) standing for an image
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m, v in (("image", self.image), ("text", self.text)) if v is not None)
+        has_image = self.image is not None or self.pdq is not None
+        return tuple(m for m, v in (("image", has_image), ("text", self.text)) if v)
 
 
 @dataclass
@@ -190,21 +195,15 @@ class Engine:
         if not ops:
             return after if after >= 0 else self.store.last_seq
         touched = sorted({op.seed_id for op in ops if op.kind != OpKind.RELABEL})
-        seeds = self.store.get_many(touched)
-        ids = np.asarray(touched, dtype=np.int64)
-        active = [i for i in touched if i in seeds and not seeds[i].removed]
-        for name, index in indexes.items():
-            if ids.size:
+        if touched:
+            ids = np.asarray(touched, dtype=np.int64)
+            for name, index in indexes.items():
                 index.remove(ids)
-            if active:
-                with_vec = [i for i in active if name in self._seed_spaces(seeds[i])]
-                if with_vec:
-                    index.add(np.asarray(with_vec, dtype=np.int64),
-                              self.store.embeddings(name, with_vec))
+                # removed seeds have no vectors left in LMDB, so only active ones come back
+                present, vecs = self.store.embeddings_present(name, touched)
+                if present.size:
+                    index.add(present, vecs)
         return ops[-1].seq
-
-    def _seed_spaces(self, seed: Seed) -> list[str]:
-        return [n for n, s in self.spaces.items() if s.accepts(seed.modalities)]
 
     def _install(self, manifest: Manifest | None, indexes: dict[str, ShardedIndex]) -> None:
         for name, index in indexes.items():
@@ -248,18 +247,32 @@ class Engine:
         out: list[Prepared | DedupError] = []
         for item in items:
             try:
-                if item.image is None and item.text is None:
-                    raise InvalidItem("item has neither image nor text")
-                image = decode_image(item.image, limits) if item.image is not None else None
-                text = normalize_text(item.text, limits) if item.text is not None else None
-                usable = [n for n, s in self.spaces.items()
-                          if s.accepts([m for m, v in (("image", image), ("text", text)) if v is not None])]
-                if not usable:
-                    raise InvalidItem("no enabled space accepts this item's modalities")
-                out.append(Prepared(image, text, item_sha256(item.image, text), item.image))
+                out.append(self._prepare_one(item, limits))
             except DedupError as e:
                 out.append(e)
         return out
+
+    def _prepare_one(self, item: Item, limits) -> Prepared:
+        if item.image is None and item.text is None and item.pdq is None:
+            raise InvalidItem("item has neither image nor text nor pdq hash")
+        if item.pdq is not None and item.image is not None:
+            raise InvalidItem("give an image or its pdq hash, not both")
+        image = decode_image(item.image, limits) if item.image is not None else None
+        text = normalize_text(item.text, limits) if item.text is not None else None
+        pdq = None
+        if item.pdq is not None:
+            if PDQ_SPACE not in self.spaces:
+                raise InvalidItem("a pdq hash was given but the pdq space is not enabled")
+            pdq = parse_pdq_hex([item.pdq.strip()])[0]
+        p = Prepared(image, text, "", item.image, pdq)
+        if not any(s.accepts(p.modalities) for s in self.spaces.values()):
+            raise InvalidItem(f"no enabled space accepts {'+'.join(p.modalities)} items")
+        if pdq is None:
+            sha = item_sha256(item.image, text)
+        else:  # a hash-only item: its identity is the hash (with the text, for a post)
+            text_sha = item_sha256(None, text) if text is not None else ""
+            sha = hashlib.sha256(b"pdq:" + pdq.tobytes() + text_sha.encode()).hexdigest()
+        return Prepared(image, text, sha, item.image, pdq)
 
     def embed(self, prepared: Sequence[Prepared]) -> Embedded:
         """One batched model pass per space over the rows it accepts.
@@ -271,13 +284,17 @@ class Engine:
         for name, space in self.spaces.items():
             mods = space.embedder.modalities
             img_rows = [i for i, p in enumerate(prepared) if p.image is not None and "image" in mods]
-            taken = set(img_rows)
+            given = [i for i, p in enumerate(prepared) if p.pdq is not None] if name == PDQ_SPACE else []
+            taken = set(img_rows) | set(given)
             txt_rows = [i for i, p in enumerate(prepared)
                         if p.text is not None and "text" in mods and i not in taken]
             parts, rows = [], []
             if img_rows:
                 parts.append(space.embedder.embed_images([prepared[i].image for i in img_rows]))
                 rows += img_rows
+            if given:
+                parts.append(np.stack([prepared[i].pdq for i in given]))
+                rows += given
             if txt_rows:
                 parts.append(space.embedder.embed_texts([prepared[i].text for i in txt_rows]))
                 rows += txt_rows

@@ -265,6 +265,16 @@ class _Reader:
             raise NotFound(f"no {space!r} embedding for seed ids {missing[:20]}")
         return _stack(raws, info)
 
+    def embeddings_present(self, space: str, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        info = self.space_info(space)
+        db = self._s._emb_db(space)
+        found = [(int(i), raw) for i in ids if (raw := self._txn.get(_k(int(i)), db=db)) is not None]
+        if not found:
+            width = info["dim"] // 8 if info["dtype"] == "uint8" else info["dim"]
+            return np.empty(0, np.int64), np.empty((0, width), np.dtype(info["dtype"]))
+        return (np.fromiter((i for i, _ in found), dtype=np.int64, count=len(found)),
+                _stack([raw for _, raw in found], info))
+
     def iter_embeddings(self, space: str, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if batch < 1:
             raise InvalidArgument("batch must be >= 1")
@@ -743,6 +753,11 @@ class SeedStore:
         """(len(ids), width) vectors of the given seeds; NotFound if any has none in this space."""
         with self._read() as r:
             return r.embeddings(space, ids)
+
+    def embeddings_present(self, space: str, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of those given seeds that have a vector in this space (active seeds)."""
+        with self._read() as r:
+            return r.embeddings_present(space, ids)
 
     def iter_embeddings(self, space: str, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(int64 ids, vectors) batches of ACTIVE seeds in id order, all from one read txn."""

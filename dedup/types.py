@@ -37,10 +37,15 @@ class Seed:
 
 @dataclass(frozen=True)
 class Item:
-    """Content to check or add: image bytes, text, or both (a post)."""
+    """Content to check or add: image bytes, text, or both (a post).
+
+    ``pdq`` is a 64-hex-digit PDQ hash standing for an image that is not at hand: hashes shared
+    by industry partners are added and looked up in the ``pdq`` space without their content.
+    """
 
     image: bytes | None = None
     text: str | None = None
+    pdq: str | None = None
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def validate(index: ShardedIndex, ids: np.ndarray, vecs: np.ndarray, metric: str
         return 1.0
     rng = np.random.default_rng(seed)
     q = vecs[rng.choice(len(ids), size=min(sample, len(ids)), replace=False)]
-    exact = ShardedIndex(index.dim, factory="Flat", n_shards=1, metric=metric, use_gpu=False)
+    exact = ShardedIndex(index.dim, factory="auto", n_shards=1, metric=metric, use_gpu=False)  # auto at size 0: exact
     exact.add(ids, vecs)
     k = min(k, len(ids))
     _, want = exact.search(q, k)

@@ -169,7 +169,7 @@ def test_image_benchmark_seeds_and_distractors_are_disjoint_and_tiles_never_whol
     tile_sources = {n.split("#")[0] for n in seeds | dis if "#" in n}
     # A tile source's full image would contain its tiles: it is never an item itself.
     assert not tile_sources & (seeds | dis)
-    assert len(dis) >= 250 and len(b.seeds) >= 50
+    assert len(dis) >= 200 and len(b.seeds) >= 100
 
 
 def test_sentence_dedup_drops_high_word_overlap():

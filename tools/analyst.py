@@ -47,11 +47,12 @@ def parse_label(spec: str) -> Label:
     return Label(spec, 1)
 
 
-def _items(paths: Sequence[str], texts: Sequence[str]) -> list[Item]:
+def _items(paths: Sequence[str], texts: Sequence[str], pdqs: Sequence[str] = ()) -> list[Item]:
     items = [Item(image=Path(p).read_bytes()) for p in paths]
     items += [Item(text=t) for t in texts]
+    items += [Item(pdq=h) for h in pdqs]
     if not items:
-        raise InvalidArgument("give image files and/or --text")
+        raise InvalidArgument("give image files, --text and/or --pdq")
     return items
 
 
@@ -99,7 +100,7 @@ def run(args, client, out=print) -> int:
     """Execute one subcommand; returns the exit code."""
     as_json = args.json
     if args.cmd == "add":
-        items = _items(args.files, args.text)
+        items = _items(args.files, args.text, args.pdq)
         names = list(args.files) + [f"text[{i}]" for i in range(len(args.text))]
         results = client.add_seeds(items, [parse_label(x) for x in args.label], source=args.source,
                                    note=args.note)
@@ -138,7 +139,7 @@ def run(args, client, out=print) -> int:
             else table([_seed_row(s) for s in seeds], _SEED_HEADER))
         return 0
     if args.cmd == "lookup":
-        items = _items(args.files, args.text)
+        items = _items(args.files, args.text, args.pdq)
         names = list(args.files) + [f"text[{i}]" for i in range(len(args.text))]
         results = client.batch_lookup(items, top_k=args.top_k, labels=args.only or None,
                                       threshold=args.threshold)
@@ -184,6 +185,7 @@ def parser() -> argparse.ArgumentParser:
     add = sub.add_parser("add", help="add image files and/or texts as seeds")
     add.add_argument("files", nargs="*")
     add.add_argument("--text", action="append", default=[])
+    add.add_argument("--pdq", action="append", default=[], help="a shared PDQ hash (64 hex digits)")
     add.add_argument("--label", action="append", required=True, help="name[:severity], repeatable")
     add.add_argument("--source", default="", help="case / ticket id")
     add.add_argument("--note", default="")
@@ -201,6 +203,7 @@ def parser() -> argparse.ArgumentParser:
     lk = sub.add_parser("lookup", help="check image files and/or texts against the bank")
     lk.add_argument("files", nargs="*")
     lk.add_argument("--text", action="append", default=[])
+    lk.add_argument("--pdq", action="append", default=[], help="a PDQ hash (64 hex digits)")
     lk.add_argument("--top-k", type=int, default=10)
     lk.add_argument("--only", action="append", help="only verdicts for this label (repeatable)")
     lk.add_argument("--threshold", type=float)

@@ -90,11 +90,11 @@ class LookupParams:
 
 def item_from_proto(msg: pb.Item) -> Item:
     """Empty bytes / empty text mean absent (proto3 has no presence for them)."""
-    return Item(image=bytes(msg.image) or None, text=msg.text or None)
+    return Item(image=bytes(msg.image) or None, text=msg.text or None, pdq=msg.pdq or None)
 
 
 def item_to_proto(item: Item) -> pb.Item:
-    return pb.Item(image=item.image or b"", text=item.text or "")
+    return pb.Item(image=item.image or b"", text=item.text or "", pdq=item.pdq or "")
 
 
 def label_from_proto(msg: pb.Label) -> Label:

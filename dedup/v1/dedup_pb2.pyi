@@ -7,12 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Item(_message.Message):
-    __slots__ = ("image", "text")
+    __slots__ = ("image", "text", "pdq")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    PDQ_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     text: str
-    def __init__(self, image: _Optional[bytes] = ..., text: _Optional[str] = ...) -> None: ...
+    pdq: str
+    def __init__(self, image: _Optional[bytes] = ..., text: _Optional[str] = ..., pdq: _Optional[str] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("name", "severity")

@@ -52,8 +52,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-fmr", type=_fmr, default=0.001, help="false-match rate to calibrate at")
     p.add_argument("--calib-levels", type=_levels, default=("mild", "medium"),
                    help="levels whose union the thresholds are chosen on")
-    p.add_argument("--pos-copies", type=int, default=4, help="augmented copies per seed image")
-    p.add_argument("--neg-copies", type=int, default=4, help="augmented copies per distractor image")
+    p.add_argument("--pos-copies", type=int, default=3, help="augmented copies per seed image")
+    p.add_argument("--neg-copies", type=int, default=5, help="augmented copies per distractor image")
     p.add_argument("--k", type=int, default=5, help="neighbours per query (micro-AP predictions)")
     p.add_argument("--write-config", type=Path, default=None,
                    help="also write the calibrated [spaces.*] TOML here")

@@ -3,12 +3,12 @@
 Images come from ``skimage/data``, ``sklearn.datasets`` and matplotlib's ``sample_data``; they
 are deduplicated (exact, PDQ and thumbnail correlation), then split three ways:
 
-* pool A: full images that become seeds;
-* pool B: full images that become distractors;
-* pool C: tile sources. Their full image is never used (it would contain every tile); their
-  non-overlapping tiles are genuinely different images, split checkerboard-wise into seeds and
-  distractors. This is how the benchmark reaches enough unrelated pairs for a 0.1% false-match
-  rate, and adjacent tiles of one photo are hard negatives (same texture, other content).
+* pool A: small or synthetic full images that become seeds;
+* pool B: small or synthetic full images that become distractors;
+* pool C: tile sources, the large natural photos. Their full image is never used (it would contain every tile); their
+  non-overlapping tiles are genuinely different images. Half of the sources give seed tiles,
+  the other half distractor tiles, so no negative shares a photo with a seed. This is how the
+  benchmark reaches enough unrelated pairs for a 0.1% false-match rate.
 
 Texts are sentences split from docstrings of installed packages, deduplicated by word overlap.
 """
@@ -62,6 +62,8 @@ class ImageBenchmark:
             "distractor_sources": sorted({o.name.split("#")[0] for o in self.distractors
                                           if not o.name.startswith("lfw/")}),
             "n_lfw_distractors": sum(o.name.startswith("lfw/") for o in self.distractors),
+            "n_tile_distractors": sum("#" in o.name for o in self.distractors),
+            "n_tile_seeds": sum("#" in o.name for o in self.seeds),
             "dropped_duplicates": [{"dropped": a, "kept": b} for a, b in self.dropped],
         }
 
@@ -179,8 +181,8 @@ def dedup_images(items: list[Original], max_hamming: int = 40,
 
 # -- tiles -----------------------------------------------------------------------------------
 
-def tiles(orig: Original, tile: int, max_tiles: int, min_std: float = 12.0) -> list[tuple[Original, int]]:
-    """Non-overlapping ``tile`` x ``tile`` crops, skipping flat ones; with their checkerboard parity."""
+def tiles(orig: Original, tile: int, max_tiles: int, min_std: float = 12.0) -> list[Original]:
+    """Non-overlapping ``tile`` x ``tile`` crops, skipping flat ones, at most ``max_tiles``."""
     w, h = orig.image.size
     grey = np.asarray(orig.image.convert("L"), dtype=np.float32)
     ox, oy = (w % tile) // 2, (h % tile) // 2  # centre the grid
@@ -190,38 +192,37 @@ def tiles(orig: Original, tile: int, max_tiles: int, min_std: float = 12.0) -> l
             x0, y0 = ox + c * tile, oy + r * tile
             if grey[y0:y0 + tile, x0:x0 + tile].std() < min_std:
                 continue  # empty sky, black space: every such tile looks alike
-            out.append((Original(f"{orig.name}#r{r}c{c}",
-                                 orig.image.crop((x0, y0, x0 + tile, y0 + tile))), (r + c) % 2))
+            out.append(Original(f"{orig.name}#r{r}c{c}",
+                                orig.image.crop((x0, y0, x0 + tile, y0 + tile))))
     if len(out) > max_tiles:  # evenly spread over the image, not just its top rows
         out = [out[i] for i in np.linspace(0, len(out) - 1, max_tiles).round().astype(int)]
     return out
 
 
-def build_image_benchmark(seed: int = 0, tile: int = 128, max_tiles: int = 40,
-                          n_lfw: int = 200, quick: bool = False) -> ImageBenchmark:
+def build_image_benchmark(seed: int = 0, tile: int = 112, max_tiles: int = 32,
+                          n_lfw: int = 100, quick: bool = False) -> ImageBenchmark:
     """Load, deduplicate and split the packaged images into seeds and distractors."""
     originals, dropped = dedup_images(load_originals())
     rng = np.random.default_rng(seed)
     order = [originals[i] for i in rng.permutation(len(originals))]
     tileable = [o for o in order if o.name.split("/")[1] not in _NO_TILES
                 and min(o.image.size) >= 2 * tile]
-    # About half of the large natural photos become tile sources; the rest stay whole.
-    sources = tileable[: (len(tileable) + 1) // 2]
+    # Every large natural photo is a tile source (many distinct images from few photos); the
+    # small and synthetic ones stay whole.
+    sources = tileable
     whole = [o for o in order if o not in sources]
     pool_a, pool_b = whole[0::2], whole[1::2]
     if quick:
-        sources, pool_a, pool_b = sources[:1], pool_a[:3], pool_b[:2]
-        max_tiles, n_lfw = min(max_tiles, 8), min(n_lfw, 10)
-    seeds, distractors = list(pool_a), list(pool_b)
-    tile_list = []
-    for src in sources:
-        tile_list.extend(tiles(src, tile, max_tiles))
+        sources, pool_a, pool_b = sources[:2], pool_a[:3], pool_b[:2]
+        max_tiles, n_lfw = min(max_tiles, 6), min(n_lfw, 10)
+    # All tiles of one source go to one side, so a negative never shares a photo with a seed.
+    seed_tiles = [t for src in sources[0::2] for t in tiles(src, tile, max_tiles)]
+    dis_tiles = [t for src in sources[1::2] for t in tiles(src, tile, max_tiles)]
     # Tiles are deduplicated too (two tiles of one texture can be near-identical).
-    kept_tiles, tile_dropped = dedup_images([t for t, _ in tile_list] + seeds + distractors)
-    kept_names = {t.name for t in kept_tiles}
-    for t, parity in tile_list:
-        if t.name in kept_names:
-            (seeds if parity == 0 else distractors).append(t)
+    kept, tile_dropped = dedup_images(list(pool_a) + list(pool_b) + seed_tiles + dis_tiles)
+    kept_names = {o.name for o in kept}
+    seeds = [o for o in list(pool_a) + seed_tiles if o.name in kept_names]
+    distractors = [o for o in list(pool_b) + dis_tiles if o.name in kept_names]
     distractors.extend(load_lfw(n_lfw))
     if not seeds or not distractors:
         raise InvalidArgument("benchmark has no seeds or no distractors: too few packaged images")

@@ -38,8 +38,8 @@ class EvalSettings:
     levels: tuple[str, ...] = LEVELS
     image_spaces: tuple[str, ...] = IMAGE_SPACES
     text_spaces: tuple[str, ...] = TEXT_SPACES
-    pos_copies: int = 4  # augmented copies per seed image, per level
-    neg_copies: int = 4  # augmented copies per distractor image, per level
+    pos_copies: int = 3  # augmented copies per seed image, per level
+    neg_copies: int = 5  # augmented copies per distractor image, per level (>= 1000 negatives)
     text_pos_copies: int = 2
     text_neg_copies: int = 1
     k: int = 5
