@@ -59,7 +59,10 @@ def serve_config(args: argparse.Namespace):
         "batcher__max_wait_ms": args.max_wait_ms,
     }
     if args.config is None:
+        # The demo: seed the demo bank, and let callers without a token read (Lookup, Stats)
+        # so a newcomer can try it at once; writes still need a token from DEDUP_AUTH_TOKENS.
         overrides["demo"] = True
+        overrides["server__allow_anonymous_reader"] = True
     config = load_config(args.config, **overrides)
     if args.no_metrics:
         config = config.model_copy(

@@ -50,8 +50,13 @@ def test_missing_malformed_or_unknown_token_is_unauthenticated():
 def test_anonymous_reader_only_when_enabled():
     auth = Authenticator(TOKENS, allow_anonymous_reader=True)
     assert auth.authorize("/dedup.v1.Dedup/Stats", []).role == "reader"
-    with pytest.raises(PermissionDenied):
+    # a write without credentials is unauthenticated (not merely denied): log in first
+    with pytest.raises(Unauthenticated):
         auth.authorize("/dedup.v1.Dedup/AddSeeds", [])
+    with pytest.raises(PermissionDenied):
+        auth.authorize("/dedup.v1.Dedup/AddSeeds", [("authorization", "Bearer r-tok")])
+    with pytest.raises(Unauthenticated):
+        Authenticator(TOKENS).authorize("/dedup.v1.Dedup/Stats", [])
 
 
 def test_actor_names_the_role_but_never_the_token():

@@ -92,10 +92,10 @@ class Authenticator:
             return None
         principal = self.principal(metadata)
         if principal is None:
-            if self.allow_anonymous_reader:
-                principal = ANONYMOUS_READER
-            else:
+            if not (self.allow_anonymous_reader and need == "reader"):
+                # no credentials at all: the caller must authenticate, whatever else is allowed
                 raise Unauthenticated(f"{method} needs a bearer token (authorization metadata)")
+            principal = ANONYMOUS_READER
         if _RANK[principal.role] < _RANK[need]:
             raise PermissionDenied(f"role {principal.role} may not call {method} (needs {need})")
         return principal
