@@ -242,6 +242,12 @@ def test_every_bad_input_gets_its_code_and_names_the_limit(stub):
         "garbage image": (lambda: look(item=pb.Item(image=b"definitely not an image")),
                           grpc.StatusCode.INVALID_ARGUMENT, "not a recognised image"),
         "empty item": (lambda: look(item=pb.Item()), grpc.StatusCode.INVALID_ARGUMENT, "neither"),
+        "pdq not hex": (lambda: look(item=pb.Item(pdq="zz" * 32)),
+                        grpc.StatusCode.INVALID_ARGUMENT, "bad PDQ hex"),
+        "pdq length": (lambda: look(item=pb.Item(pdq="ab" * 31)),
+                       grpc.StatusCode.INVALID_ARGUMENT, "64 hex digits"),
+        "pdq and image": (lambda: look(item=pb.Item(pdq="ab" * 32, image=demo_png("coffee.png"))),
+                          grpc.StatusCode.INVALID_ARGUMENT, "not both"),
         "pixels": (lambda: look(item=pb.Item(image=_png(2500, 2000))),
                    grpc.StatusCode.INVALID_ARGUMENT, "max_image_pixels=4000000"),
         "image bytes": (lambda: look(item=pb.Item(image=b"\x89PNG\r\n\x1a\n" + b"\0" * 2_200_000)),
@@ -289,6 +295,21 @@ def test_client_raises_typed_errors_naming_the_limit(reader):
     assert e.value.grpc_code == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(NotFound):
         reader.get_seed(10**12)
+
+
+def test_partner_pdq_hash_seed_matches_an_upload_through_the_api(reader, analyst, skimage_images,
+                                                                   encode):
+    from dedup.embed.pdq import PdqEmbedder, to_hex
+
+    img = skimage_images["immunohistochemistry"]
+    partner_hash = to_hex(PdqEmbedder().embed_images([img]))[0]
+    [(sid, created)] = analyst.add_seeds([Item(pdq=partner_hash)], [Label("partner.csam_hash", 5)],
+                                         source="partner-share")
+    assert created
+    result = reader.lookup(image=encode(img, "JPEG", quality=75))
+    assert "partner.csam_hash" in matched_labels(result)
+    assert any(n.seed_id == sid and n.space == "pdq" for n in result.neighbors)
+    assert reader.lookup(pdq=partner_hash).exact_match == sid
 
 
 # ------------------------------------------------------------------ seed lifecycle
