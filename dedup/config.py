@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -96,13 +97,9 @@ class Config(_Strict):
 
 
 def default_spaces() -> dict[str, SpaceConfig]:
-    """The packaged, offline models with their calibrated thresholds."""
-    return {
-        "image:effnet-lite0": SpaceConfig(model="image:effnet-lite0", threshold=0.80),
-        "text:minilm-l6": SpaceConfig(model="text:minilm-l6", threshold=0.90),
-        # PDQ's customary match distance is <= 31 of 256 bits: similarity 1 - 31/256 = 0.8789
-        "pdq": SpaceConfig(model="pdq", threshold=0.878),
-    }
+    """The packaged, offline models with the thresholds dedup-eval calibrated (thresholds.toml)."""
+    raw = tomllib.loads(resources.files("dedup").joinpath("thresholds.toml").read_text("utf-8"))
+    return {name: SpaceConfig.model_validate(space) for name, space in raw["spaces"].items()}
 
 
 def parse_tokens(spec: str) -> dict[str, str]:

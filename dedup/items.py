@@ -163,6 +163,30 @@ def normalize_text(text: str, limits: Limits) -> str:
     return text
 
 
+# Lower-case Cyrillic and Greek letters drawn like Latin ones (the lookalike subset of Unicode's
+# confusables), applied after casefold. Spammers swap these in to dodge exact text filters.
+_CONFUSABLES = str.maketrans({
+    "а": "a", "в": "b", "с": "c", "ԁ": "d", "е": "e", "ё": "e", "һ": "h", "і": "i", "ї": "i",
+    "ј": "j", "к": "k", "ӏ": "l", "м": "m", "н": "h", "о": "o", "р": "p", "ԛ": "q", "г": "r",
+    "ѕ": "s", "т": "t", "у": "y", "ԝ": "w", "х": "x", "ү": "y", "ь": "b", "п": "n",
+    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
+    "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ω": "w",
+})
+_VARIATION_SELECTORS = {cp: None for cp in range(0xFE00, 0xFE10)}
+
+
+def match_form(text: str) -> str:
+    """The form a normalised text is embedded in, so cosmetic edits cannot move it.
+
+    Lookalike Cyrillic/Greek letters become Latin, punctuation, symbols (emoji included) and
+    separators become spaces, whitespace collapses. Only for matching: the stored text and its
+    sha256 keep ``normalize_text``'s form. A text of nothing but symbols keeps its own form.
+    """
+    folded = text.translate(_CONFUSABLES).translate(_VARIATION_SELECTORS)
+    spaced = "".join(" " if unicodedata.category(ch)[0] in "PSZ" else ch for ch in folded)
+    return " ".join(spaced.split()) or text
+
+
 def item_sha256(image: bytes | None, text_normalized: str | None) -> str:
     """Hex sha256 for exact duplicates: of the image bytes, the normalised text, or both tagged."""
     if image is None and text_normalized is None:

@@ -187,11 +187,21 @@ def test_minilm_empty_batch_and_refuses_images(minilm, cat_image):
         minilm.embed_images([cat_image])
 
 
-def test_minilm_model_id_is_digest_of_weights(minilm):
-    from dedup.embed.minilm import model_path
+def test_minilm_model_id_is_digest_of_weights_and_text_form(minilm):
+    from dedup.embed.minilm import TEXT_FORM, model_path
 
     digest = file_digest(Path(model_path()) / "model.safetensors")
-    assert minilm.model_id == f"text:minilm-l6@{digest}"
+    assert minilm.model_id == f"text:minilm-l6@{digest}-{TEXT_FORM}"
+
+
+def test_minilm_is_blind_to_homoglyphs_emoji_and_punctuation(minilm):
+    from dedup.config import Limits
+    from dedup.items import normalize_text
+
+    clean = "claim your free prize now at the link below"
+    disguised = "Clаim yоur FREE prizе 🔥🔥 now... at the link below!!! ✅"  # Cyrillic а о е
+    a, b = minilm.embed_texts([normalize_text(t, Limits()) for t in (clean, disguised)])
+    assert float(a @ b) > 0.999
 
 
 # --- clip:dedup-tiny/none -----------------------------------------------------------------------

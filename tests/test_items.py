@@ -247,3 +247,12 @@ def test_sha256_of_post_differs_from_its_parts(cat_jpeg):
 def test_sha256_of_nothing_refused():
     with pytest.raises(InvalidItem, match="neither"):
         item_sha256(None, None)
+
+
+def test_match_form_folds_lookalikes_and_drops_symbols_but_keeps_symbol_only_text():
+    from dedup.items import match_form
+
+    assert match_form("сlаim yоur prizе!!! 🔥🔥 now…") == "claim your prize now"
+    assert match_form("ρayρal — lοgin") == "paypal login"
+    assert match_form("🔥🔥🔥") == "🔥🔥🔥"
+    assert match_form("日本語のテキスト。") == "日本語のテキスト"
