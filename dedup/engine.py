@@ -163,7 +163,7 @@ class Engine:
                         f"{manifest.spaces[name].model_id}, the configured model is {want}; "
                         "rebuild the index with dedup-build")
                 indexes[name] = index
-            head = self._replay(indexes, self.store.ops_after(manifest.op_seq))
+            head = self._replay(indexes, self.store.ops_after(manifest.op_seq), manifest.op_seq)
         for name, space in self.spaces.items():
             if name not in indexes:
                 # No snapshot of this space: derive it from LMDB (invariant 1). The build reads
@@ -184,16 +184,15 @@ class Engine:
             index.add(ids, vecs)
         return index
 
-    def _replay(self, indexes: dict[str, ShardedIndex], ops: Iterable[OpEntry],
-                after: int = -1) -> int:
-        """Apply op-log entries to indexes; returns the last sequence number applied.
+    def _replay(self, indexes: dict[str, ShardedIndex], ops: Iterable[OpEntry], after: int) -> int:
+        """Apply op-log entries after seq ``after``; returns the last sequence number applied.
 
         Idempotent: every touched seed is removed, then re-added from LMDB if still active,
         so replaying an entry twice (or an add that a later remove undid) is harmless.
         """
         ops = list(ops)
         if not ops:
-            return after if after >= 0 else self.store.last_seq
+            return after
         touched = sorted({op.seed_id for op in ops if op.kind != OpKind.RELABEL})
         if touched:
             ids = np.asarray(touched, dtype=np.int64)
@@ -215,7 +214,7 @@ class Engine:
         manifest, indexes, head = self._read_snapshot()  # slow part, outside the write lock
         with self._write_lock:
             # Writes that landed while we were loading: replay them too, then swap.
-            self._replay(indexes, self.store.ops_after(head), after=head)
+            self._replay(indexes, self.store.ops_after(head), head)
             self._install(manifest, indexes)
         return self.snapshot_version
 

@@ -118,6 +118,7 @@ class SearchRow:
     p99_ms: float
     recall_at_10: float
     index_mb: float
+    dup_recall_at_1: float = 0.0  # near-duplicate queries whose source vector ranks first
     shard_ratio_qps: float | None = None  # this row's QPS / the 1-shard QPS of the same factory
 
 
@@ -149,7 +150,8 @@ def nlist_of(factory: str) -> int:
 
 
 def bench_index(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, n_gt: int, factory: str,
-                n_shards: int, nprobe: int, gpu: bool, n_lat: int, train_n: int) -> SearchRow:
+                n_shards: int, nprobe: int, gpu: bool, n_lat: int, train_n: int,
+                src: np.ndarray) -> SearchRow:
     """Build one ShardedIndex and measure it."""
     n = len(xb)
     ids = np.arange(n, dtype=np.int64)
@@ -171,6 +173,8 @@ def bench_index(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, n_gt: int, facto
     qps = len(xq) / (time.perf_counter() - t0)
     hits = [len(np.intersect1d(I[i], gt[i])) for i in range(n_gt)]
     recall = float(np.sum(hits)) / (10 * n_gt)
+    dup = src[: len(xq)] >= 0  # the queries that are perturbed copies of a stored vector
+    dup_recall = float(np.mean(I[dup, 0] == src[: len(xq)][dup])) if dup.any() else float("nan")
     lat = []
     for i in range(n_lat):
         t = time.perf_counter()
@@ -178,7 +182,8 @@ def bench_index(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, n_gt: int, facto
         lat.append((time.perf_counter() - t) * 1e3)
     mb = index_bytes(index) / 2**20
     row = SearchRow(n, factory, index.factory, n_shards, nprobe, index.on_gpu, build_s, len(xq),
-                    qps, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), recall, mb)
+                    qps, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), recall, mb,
+                    dup_recall)
     index.close()
     del index
     gc.collect()
@@ -201,10 +206,13 @@ def bench_search(sizes: list[int], factories: list[str], shards: list[int], dim:
         # Queries: perturbed copies of database vectors (near-duplicates) plus fresh points.
         rng = np.random.default_rng(7)
         half = n_queries // 2
-        xq_all[:half] = xb[rng.choice(n, half, replace=False)]
+        src_all = np.full(n_queries, -1, dtype=np.int64)
+        src_all[:half] = rng.choice(n, half, replace=False)
+        xq_all[:half] = xb[src_all[:half]]
         xq_all[:half] += 0.05 * rng.standard_normal((half, dim), dtype=np.float32)
         xq_all /= np.linalg.norm(xq_all, axis=1, keepdims=True)
-        xq_all = rng.permutation(xq_all)
+        order = rng.permutation(n_queries)
+        xq_all, src_all = xq_all[order], src_all[order]
         # Exact ground truth for recall: brute force over the full set (FAISS knn = BLAS GEMM).
         n_gt = min(n_queries, n_flat_queries_large if n >= 500_000 else n_queries)
         _, gt = faiss.knn(xq_all[:n_gt], xb, 10, faiss.METRIC_INNER_PRODUCT)
@@ -221,7 +229,7 @@ def bench_search(sizes: list[int], factories: list[str], shards: list[int], dim:
             for s in shards:
                 exact = fac in ("Flat", "IDMap2,Flat")
                 xq = xq_all[:n_gt] if exact else xq_all
-                row = bench_index(xb, xq, gt, n_gt, fac, s, nprobe, gpu, n_lat, train_n)
+                row = bench_index(xb, xq, gt, n_gt, fac, s, nprobe, gpu, n_lat, train_n, src_all)
                 if base_qps is None:
                     base_qps = row.qps
                 else:
@@ -231,7 +239,7 @@ def bench_search(sizes: list[int], factories: list[str], shards: list[int], dim:
                     on_row(rows)
                 print(f"  {n} {fac} x{s}: build {row.build_s:.1f}s qps {row.qps:.0f}",
                       file=sys.stderr)
-        del xb, xq_all
+        del xb, xq_all, src_all
         gc.collect()
     return rows
 
@@ -300,10 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nSearch, {args.dim}-d, k=10, nprobe={args.nprobe} (IVF only)")
         print_table(
             ["size", "factory", "resolved", "shards", "gpu", "build s", "queries", "QPS",
-             "p50 ms", "p99 ms", "recall@10", "index MB", "QPS vs 1 shard"],
+             "p50 ms", "p99 ms", "recall@10", "dup R@1", "index MB", "QPS vs 1 shard"],
             [[r.size, r.factory, r.resolved, r.n_shards, "y" if r.gpu else "n",
               f"{r.build_s:.1f}", r.n_batch_queries, f"{r.qps:.0f}", f"{r.p50_ms:.2f}",
-              f"{r.p99_ms:.2f}", f"{r.recall_at_10:.3f}", f"{r.index_mb:.0f}",
+              f"{r.p99_ms:.2f}", f"{r.recall_at_10:.3f}", f"{r.dup_recall_at_1:.3f}",
+              f"{r.index_mb:.0f}",
               "" if r.shard_ratio_qps is None else f"{r.shard_ratio_qps:.2f}x"] for r in rows])
     for note in notes:
         print(f"note: {note}")

@@ -201,7 +201,7 @@ class EffnetLite0Embedder:
     def __init__(
         self,
         device: str | None = None,
-        max_batch: int = 32,
+        max_batch: int | None = None,
         pooling: str = "gem",
         gem_p: float = 2.0,
         mirror: bool = True,
@@ -209,7 +209,7 @@ class EffnetLite0Embedder:
         center: np.ndarray | None = None,
         weights: str | Path | None = None,
     ):
-        if max_batch < 1:
+        if max_batch is not None and max_batch < 1:
             raise InvalidArgument(f"max_batch must be >= 1, got {max_batch}")
         if pooling not in POOLINGS:
             raise InvalidArgument(f"unknown pooling {pooling!r}; want one of {POOLINGS}")
@@ -220,12 +220,18 @@ class EffnetLite0Embedder:
             if center.shape != (FEATURE_DIM,):
                 raise InvalidArgument(f"centre vector must have {FEATURE_DIM} values, got {center.shape}")
         self.device = pick_device(device)
+        # On a CPU, small batches keep the 112x112 early activations in cache: measured here
+        # (2 cores, channels_last) 92 views/s at batch 2, 73 at 8, 28 at 64; one image is two
+        # views with mirroring. GPUs want big batches.
+        if max_batch is None:
+            max_batch = 32 if self.device.startswith("cuda") else 1
         self.max_batch = int(max_batch)
         self.pooling, self.gem_p, self.mirror, self.resize = pooling, float(gem_p), bool(mirror), resize
         self.center = center
         self._half = self.device.startswith("cuda")
         path = str(weights or weights_path())
-        self.net = load_network(path).to(self.device)
+        # channels_last: 2-3x faster depthwise convolutions on CPU (oneDNN), native on GPU
+        self.net = load_network(path).to(self.device, memory_format=torch.channels_last)
         if self._half:
             self.net = self.net.half()
         self.model_id = f"{SPACE}@{self._digest(path)}"
@@ -252,6 +258,7 @@ class EffnetLite0Embedder:
                 # Flip the tensor, not the image: the mean over both views is then exactly
                 # the same for an image and its mirror.
                 x = torch.cat([x, x.flip(3)])
+            x = x.contiguous(memory_format=torch.channels_last)
             f = pool(self.net.features(x), self.pooling, self.gem_p)
             if self.mirror:
                 f = 0.5 * (f[: len(chunk)] + f[len(chunk) :])
