@@ -36,7 +36,7 @@ class SpaceConfig(_Strict):
     enabled: bool = True
     index_factory: str = "auto"  # "auto": exact IP below auto_ivf_min, IVF above
     n_shards: int = Field(default=1, ge=1, le=256)
-    nprobe: int = Field(default=16, ge=1)
+    nprobe: int | None = Field(default=None, ge=1)  # None: 1/16 of the IVF lists, at least 16
     threshold: float = 0.9  # global similarity threshold for this space
     label_thresholds: dict[str, float] = Field(default_factory=dict)  # per-label overrides
 

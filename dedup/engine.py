@@ -162,6 +162,8 @@ class Engine:
                         f"snapshot {manifest.version} holds {name} from "
                         f"{manifest.spaces[name].model_id}, the configured model is {want}; "
                         "rebuild the index with dedup-build")
+                if self.spaces[name].config.nprobe is not None:
+                    index.nprobe = self.spaces[name].config.nprobe  # the serving config wins
                 indexes[name] = index
             head = self._replay(indexes, self.store.ops_after(manifest.op_seq), manifest.op_seq)
         for name, space in self.spaces.items():

@@ -31,7 +31,7 @@ class SpacePlan:
 
     factory: str = "auto"
     n_shards: int = 1
-    nprobe: int = 16
+    nprobe: int | None = None  # None: the index's auto_nprobe
 
 
 @dataclass

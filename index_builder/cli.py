@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", required=True, help="the service's data directory")
     p.add_argument("--space", action="append", default=[], metavar="NAME=FACTORY[:SHARDS]",
                    help="per-space plan, e.g. image:effnet-lite0=IVF1024,Flat:4 (default auto:1)")
-    p.add_argument("--nprobe", type=int, default=16)
+    p.add_argument("--nprobe", type=int, default=None,
+                   help="IVF lists probed per query (default: 1/16 of the lists, at least 16)")
     p.add_argument("--min-recall", type=float, default=0.9)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     args = p.parse_args(argv)

@@ -181,7 +181,7 @@ def bench_index(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, n_gt: int, facto
         index.search(xq[i:i + 1], 10)
         lat.append((time.perf_counter() - t) * 1e3)
     mb = index_bytes(index) / 2**20
-    row = SearchRow(n, factory, index.factory, n_shards, nprobe, index.on_gpu, build_s, len(xq),
+    row = SearchRow(n, factory, index.factory, n_shards, index.nprobe, index.on_gpu, build_s, len(xq),
                     qps, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), recall, mb,
                     dup_recall)
     index.close()
@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flat-queries-large", type=int, default=200,
                    help="queries for exact search and recall at sizes >= 500k")
     p.add_argument("--latency-queries", type=int, default=200)
-    p.add_argument("--nprobe", type=int, default=16)
+    p.add_argument("--nprobe", type=int, default=None,
+                   help="IVF lists probed (default: the index's auto_nprobe)")
     p.add_argument("--train-size", type=int, default=32768, help="IVF training sample (min)")
     p.add_argument("--gpu", action="store_true", help="GPU shards with fp16 storage")
     p.add_argument("--skip-embed", action="store_true")
@@ -305,11 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_search(sizes, [f for f in args.factories.split(",") if f], shards, args.dim,
                             args.queries, args.flat_queries_large, args.latency_queries,
                             args.nprobe, args.gpu, args.train_size, notes, on_row)
-        print(f"\nSearch, {args.dim}-d, k=10, nprobe={args.nprobe} (IVF only)")
+        print(f"\nSearch, {args.dim}-d, k=10, nprobe={args.nprobe or 'auto'} (IVF only)")
         print_table(
-            ["size", "factory", "resolved", "shards", "gpu", "build s", "queries", "QPS",
+            ["size", "factory", "resolved", "shards", "nprobe", "gpu", "build s", "queries", "QPS",
              "p50 ms", "p99 ms", "recall@10", "dup R@1", "index MB", "QPS vs 1 shard"],
-            [[r.size, r.factory, r.resolved, r.n_shards, "y" if r.gpu else "n",
+            [[r.size, r.factory, r.resolved, r.n_shards, r.nprobe if "IVF" in r.resolved else "",
+              "y" if r.gpu else "n",
               f"{r.build_s:.1f}", r.n_batch_queries, f"{r.qps:.0f}", f"{r.p50_ms:.2f}",
               f"{r.p99_ms:.2f}", f"{r.recall_at_10:.3f}", f"{r.dup_recall_at_1:.3f}",
               f"{r.index_mb:.0f}",
