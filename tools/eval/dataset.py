@@ -250,6 +250,23 @@ _WORD = re.compile(r"[a-z]+")
 
 
 def _docstrings() -> list[str]:
+    """Docstrings of _TEXT_MODULES, read in a fresh interpreter.
+
+    Libraries patch each other when imported (one replaces an ``inspect`` helper, say), so the
+    same modules read in this process would give a corpus that depends on what ran before.
+    """
+    import json
+    import subprocess
+    import sys
+
+    code = "import json, tools.eval.dataset as d; print(json.dumps(d._docstrings_here()))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def _docstrings_here() -> list[str]:
     docs = []
     for modname in _TEXT_MODULES:
         try:
