@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 import lmdb
 import numpy as np
 
+from dedup.locks import RWLock
 from dedup.errors import InvalidArgument, ModelMismatch, NotFound, StoreError
 from dedup.types import Label, OpEntry, OpKind, Seed
 
@@ -155,59 +156,6 @@ def _op(seq: int, raw: bytes) -> OpEntry:
         labels=tuple(Label(n, s) for n, s in d["l"]),
         actor=d["a"],
     )
-
-
-class _RWLock:
-    """Shared for txns, exclusive for remapping: LMDB must not resize under a live txn.
-
-    A waiting resize blocks new readers (so busy readers cannot starve a write that needs more
-    map), except threads already inside a shared section, which may nest without deadlock.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._waiting = 0  # exclusive requests queued
-        self._resizing = False
-        self._depth: dict[int, int] = {}  # thread ident -> nested shared sections
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        me = threading.get_ident()
-        with self._cond:
-            if not self._depth.get(me):
-                while self._resizing or self._waiting:
-                    self._cond.wait()
-            self._depth[me] = self._depth.get(me, 0) + 1
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._depth[me] -= 1
-                if not self._depth[me]:
-                    del self._depth[me]
-                if not self._readers:
-                    self._cond.notify_all()
-
-    def held_by_me(self) -> bool:
-        return threading.get_ident() in self._depth
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting += 1
-            while self._readers or self._resizing:
-                self._cond.wait()
-            self._waiting -= 1
-            self._resizing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._resizing = False
-                self._cond.notify_all()
 
 
 class _Reader:
@@ -374,7 +322,7 @@ class SeedStore:
         self.path = Path(path)
         self.readonly = readonly
         self._wlock = threading.Lock()  # one write txn at a time in this process
-        self._rw = _RWLock()
+        self._rw = RWLock()
         self._dblock = threading.Lock()
         self._lockfile = None
         self._env: lmdb.Environment | None = None

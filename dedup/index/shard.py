@@ -6,7 +6,6 @@ L2-normalised, so IP = cosine) and ``1 - hamming / bits`` for binary spaces.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from dedup.locks import RWLock
 from dedup.errors import InvalidArgument
 
 METRICS = ("ip", "hamming")
@@ -31,45 +31,6 @@ def hamming_to_similarity(d: np.ndarray, bits: int) -> np.ndarray:
 def similarity_to_hamming(s: float | np.ndarray, bits: int) -> np.ndarray:
     """Similarity -> the largest Hamming distance that reaches it (floor, int)."""
     return np.floor((1.0 - np.asarray(s, dtype=np.float64)) * bits + 1e-9).astype(np.int64)
-
-
-class RWLock:
-    """Many readers or one writer; waiting writers block new readers so adds are not starved."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    @contextlib.contextmanager
-    def read(self):
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def write(self):
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
 
 
 def build_cpu_index(factory: str, dim: int, metric: str) -> faiss.Index | faiss.IndexBinary:
@@ -198,7 +159,7 @@ class Shard:
     # -- writes ------------------------------------------------------------------------------
     def add(self, ids: np.ndarray, x: np.ndarray) -> None:
         """Add vectors; an id already present is replaced. Caller holds no lock."""
-        with self.lock.write():
+        with self.lock.exclusive():
             self._remove_locked(ids)
             if self.native_remove:
                 self.index.add_with_ids(x, ids)
@@ -212,7 +173,7 @@ class Shard:
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids; returns how many were present."""
-        with self.lock.write():
+        with self.lock.exclusive():
             return self._remove_locked(ids)
 
     def _remove_locked(self, ids: np.ndarray) -> int:
@@ -232,7 +193,7 @@ class Shard:
 
     def reset(self) -> None:
         """Drop every vector (keeps training)."""
-        with self.lock.write():
+        with self.lock.exclusive():
             self.index.reset()
             self._live.clear()
             self._ext2int.clear()
@@ -243,7 +204,7 @@ class Shard:
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (similarity float32, external id int64), padded with (-inf, -1)."""
         # GPU indexes are not safe for concurrent searches, so they take the exclusive lock.
-        ctx = self.lock.write() if self.gpu_device is not None else self.lock.read()
+        ctx = self.lock.exclusive() if self.gpu_device is not None else self.lock.shared()
         with ctx:
             nq = x.shape[0]
             stored = int(self.index.ntotal)
@@ -274,7 +235,7 @@ class Shard:
 
     def save(self, path: Path) -> list[Path]:
         """Write the shard (and the id map on the tombstone path), fsynced; returns the paths."""
-        with self.lock.read():
+        with self.lock.shared():
             cpu = self.cpu_index()
             if self.metric == "hamming":
                 faiss.write_index_binary(cpu, str(path))

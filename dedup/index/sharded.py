@@ -108,7 +108,7 @@ class ShardedIndex:
             raise InvalidArgument(f"nprobe must be >= 1, got {value}")
         self._nprobe = auto_nprobe(self.factory) if value is None else int(value)
         for s in self.shards:
-            with s.lock.write():
+            with s.lock.exclusive():
                 _set_nprobe(s.index, self._nprobe)
 
     # -- writes ------------------------------------------------------------------------------
