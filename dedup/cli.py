@@ -59,10 +59,12 @@ def serve_config(args: argparse.Namespace):
         "batcher__max_wait_ms": args.max_wait_ms,
     }
     if args.config is None:
-        # The demo: seed the demo bank, and let callers without a token read (Lookup, Stats)
-        # so a newcomer can try it at once; writes still need a token from DEDUP_AUTH_TOKENS.
+        # The demo: seed the demo bank, and on loopback let callers without a token read
+        # (Lookup, Stats) so a newcomer can try it at once; writes still need a token from
+        # DEDUP_AUTH_TOKENS, and a demo bound to another address needs tokens for everything.
         overrides["demo"] = True
-        overrides["server__allow_anonymous_reader"] = True
+        loopback = args.host in (None, "127.0.0.1", "localhost", "::1")
+        overrides["server__allow_anonymous_reader"] = loopback
     config = load_config(args.config, **overrides)
     if args.no_metrics:
         config = config.model_copy(
