@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from dedup.errors import InvalidArgument
+from dedup.errors import InvalidArgument, LimitExceeded
 
 
 class _Strict(BaseModel):
@@ -27,6 +27,21 @@ class Limits(_Strict):
     max_batch_items: int = 64
     max_top_k: int = 100
     max_message_bytes: int = 64 * 1024 * 1024
+
+    def check_batch(self, n: int) -> None:
+        """Refuse an empty call or one over max_batch_items."""
+        if n == 0:
+            raise InvalidArgument("no items given")
+        if n > self.max_batch_items:
+            raise LimitExceeded(f"{n} items in one call",
+                                limit=f"max_batch_items={self.max_batch_items}")
+
+    def check_top_k(self, k: int) -> None:
+        """Refuse k < 1 or over max_top_k."""
+        if k < 1:
+            raise InvalidArgument(f"top_k must be >= 1, got {k}")
+        if k > self.max_top_k:
+            raise LimitExceeded(f"top_k={k}", limit=f"max_top_k={self.max_top_k}")
 
 
 class SpaceConfig(_Strict):

@@ -24,8 +24,7 @@ from dedup.embed import create_embedder
 from dedup.embed.base import Embedder
 from dedup.embed.pdq import SPACE as PDQ_SPACE
 from dedup.embed.pdq import from_hex as parse_pdq_hex
-from dedup.errors import (DedupError, InvalidArgument, InvalidItem, LimitExceeded,
-                          ModelMismatch, NotFound)
+from dedup.errors import DedupError, InvalidArgument, InvalidItem, ModelMismatch, NotFound
 from dedup.index import ShardedIndex
 from dedup.index.snapshot import Manifest, current_version, load_snapshot, publish_snapshot
 from dedup.items import decode_image, item_sha256, normalize_text
@@ -265,15 +264,15 @@ class Engine:
             if PDQ_SPACE not in self.spaces:
                 raise InvalidItem("a pdq hash was given but the pdq space is not enabled")
             pdq = parse_pdq_hex([item.pdq.strip()])[0]
-        p = Prepared(image, text, "", item.image, pdq)
-        if not any(s.accepts(p.modalities) for s in self.spaces.values()):
-            raise InvalidItem(f"no enabled space accepts {'+'.join(p.modalities)} items")
         if pdq is None:
             sha = item_sha256(item.image, text)
         else:  # a hash-only item: its identity is the hash (with the text, for a post)
             text_sha = item_sha256(None, text) if text is not None else ""
             sha = hashlib.sha256(b"pdq:" + pdq.tobytes() + text_sha.encode()).hexdigest()
-        return Prepared(image, text, sha, item.image, pdq)
+        p = Prepared(image, text, sha, item.image, pdq)
+        if not any(s.accepts(p.modalities) for s in self.spaces.values()):
+            raise InvalidItem(f"no enabled space accepts {'+'.join(p.modalities)} items")
+        return p
 
     def embed(self, prepared: Sequence[Prepared]) -> Embedded:
         """One batched model pass per space over the rows it accepts.
@@ -308,7 +307,7 @@ class Engine:
                labels: Sequence[str] | None = None,
                threshold: float | Mapping[str, float] | None = None) -> list[LookupResult]:
         """Index search in every space + label propagation, for a batch of prepared items."""
-        self._check_k(top_k)
+        self.config.limits.check_top_k(top_k)
         thresholds = self._thresholds.with_override(threshold)
         hits: list[list[tuple[str, int, float]]] = [[] for _ in prepared]
         for name, rows in embedded.rows.items():
@@ -338,8 +337,8 @@ class Engine:
                threshold: float | Mapping[str, float] | None = None,
                ) -> list[LookupResult | DedupError]:
         """Prepare, embed and search a batch; bad items get their error in place."""
-        self._check_batch(items)
-        self._check_k(top_k)
+        self.config.limits.check_batch(len(items))
+        self.config.limits.check_top_k(top_k)
         prepared = self.prepare(items)
         good = [p for p in prepared if isinstance(p, Prepared)]
         results = iter(self.search(good, self.embed(good), top_k, labels, threshold)) if good else iter(())
@@ -349,7 +348,7 @@ class Engine:
     def add_seeds(self, items: Sequence[Item], labels: Sequence[Label], source: str = "",
                   note: str = "", actor: str = "") -> list[tuple[int, bool] | DedupError]:
         """Add items as seeds; durable in LMDB before return, then searchable at once."""
-        self._check_batch(items)
+        self.config.limits.check_batch(len(items))
         labels = _check_labels(labels)
         prepared = self.prepare(items)
         good = [(i, p) for i, p in enumerate(prepared) if isinstance(p, Prepared)]
@@ -435,19 +434,6 @@ class Engine:
             },
         }
 
-    # ------------------------------------------------------------------ checks
-    def _check_batch(self, items: Sequence[Item]) -> None:
-        if not items:
-            raise InvalidArgument("no items given")
-        if len(items) > self.config.limits.max_batch_items:
-            raise LimitExceeded(f"{len(items)} items in one call",
-                                limit=f"max_batch_items={self.config.limits.max_batch_items}")
-
-    def _check_k(self, k: int) -> None:
-        if k < 1:
-            raise InvalidArgument(f"top_k must be >= 1, got {k}")
-        if k > self.config.limits.max_top_k:
-            raise LimitExceeded(f"top_k={k}", limit=f"max_top_k={self.config.limits.max_top_k}")
 
 
 def _check_labels(labels: Sequence[Label]) -> tuple[Label, ...]:

@@ -55,7 +55,9 @@ def test_lookup_params_enforce_top_k_and_threshold():
     with pytest.raises(InvalidArgument, match="threshold"):
         convert.lookup_params(pb.LookupRequest(threshold=1.5), limits)
     with pytest.raises(LimitExceeded, match="max_batch_items=64"):
-        convert.check_batch_size(65, Limits())
+        Limits().check_batch(65)
+    with pytest.raises(InvalidArgument, match="no items"):
+        Limits().check_batch(0)
 
 
 def test_lookup_result_round_trips_with_evidence_and_exact_match():

@@ -108,22 +108,12 @@ def label_to_proto(label: Label) -> pb.Label:
 def lookup_params(request: pb.LookupRequest | pb.BatchLookupRequest, limits: Limits) -> LookupParams:
     """Validate top_k / threshold against the limits; 0 means the default k."""
     top_k = request.top_k or DEFAULT_TOP_K
-    if top_k > limits.max_top_k:
-        raise LimitExceeded(f"top_k={top_k}", limit=f"max_top_k={limits.max_top_k}")
+    limits.check_top_k(top_k)
     threshold = request.threshold if request.HasField("threshold") else None
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise InvalidArgument(f"threshold must be in [-1, 1], got {threshold}")
     labels = tuple(request.labels) or None
     return LookupParams(top_k, labels, threshold)
-
-
-def check_batch_size(n: int, limits: Limits) -> None:
-    """Refuse an empty batch or one over max_batch_items before decoding anything."""
-    if n == 0:
-        raise InvalidArgument("no items given")
-    if n > limits.max_batch_items:
-        raise LimitExceeded(f"{n} items in one call",
-                            limit=f"max_batch_items={limits.max_batch_items}")
 
 
 def page_token_to_after(token: str) -> int:

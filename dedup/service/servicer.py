@@ -142,7 +142,7 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
 
     @_rpc
     async def BatchLookup(self, request: pb.BatchLookupRequest, context) -> pb.BatchLookupResponse:
-        convert.check_batch_size(len(request.items), self.limits)
+        self.limits.check_batch(len(request.items))
         params = convert.lookup_params(request, self.limits)
         items = [convert.item_from_proto(x) for x in request.items]
         results = await self._lookup_items(items, params)
@@ -151,7 +151,7 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
     # ------------------------------------------------------------------ writes
     @_rpc
     async def AddSeeds(self, request: pb.AddSeedsRequest, context) -> pb.AddSeedsResponse:
-        convert.check_batch_size(len(request.items), self.limits)
+        self.limits.check_batch(len(request.items))
         items = [convert.item_from_proto(x) for x in request.items]
         labels = [convert.label_from_proto(x) for x in request.labels]
         # Returns only after the LMDB commit: the response is the acknowledgement.
@@ -161,7 +161,7 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
 
     @_rpc
     async def RemoveSeeds(self, request: pb.RemoveSeedsRequest, context) -> pb.RemoveSeedsResponse:
-        convert.check_batch_size(len(request.seed_ids), self.limits)
+        self.limits.check_batch(len(request.seed_ids))
         removed = await self._call(self.engine.remove_seeds, list(request.seed_ids), actor=_actor())
         return pb.RemoveSeedsResponse(removed_ids=removed)
 

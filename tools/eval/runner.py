@@ -126,14 +126,20 @@ def _run(modality: str, seeds: list, make_queries, spaces: tuple[str, ...],
     return res
 
 
+def _query_jobs(seeds: list, distractors: list, pos_copies: int, neg_copies: int):
+    """(query number, original, copy) for every query, and its true seed (-1: a negative)."""
+    n_s = len(seeds)
+    jobs = [(i, o, c) for i, o in enumerate(seeds) for c in range(pos_copies)]
+    jobs += [(n_s + j, o, c) for j, o in enumerate(distractors) for c in range(neg_copies)]
+    truth = np.array([i if i < n_s else -1 for i, _, _ in jobs], dtype=np.int64)
+    return jobs, truth
+
+
 def run_images(bench: ImageBenchmark, settings: EvalSettings) -> ModalityResult:
     """Image protocol: seeds indexed; positives = copies of seeds, negatives = of distractors."""
     limits = Limits()
-    n_s = len(bench.seeds)
-    jobs = [(i, o, c) for i, o in enumerate(bench.seeds) for c in range(settings.pos_copies)]
-    jobs += [(n_s + j, o, c) for j, o in enumerate(bench.distractors)
-             for c in range(settings.neg_copies)]
-    truth = np.array([i if i < n_s else -1 for i, _, _ in jobs], dtype=np.int64)
+    jobs, truth = _query_jobs(bench.seeds, bench.distractors, settings.pos_copies,
+                              settings.neg_copies)
     seeds = [o.image for o in bench.seeds]
 
     def make_queries(level):
@@ -149,11 +155,8 @@ def run_images(bench: ImageBenchmark, settings: EvalSettings) -> ModalityResult:
 def run_texts(bench: TextBenchmark, settings: EvalSettings) -> ModalityResult:
     """Text protocol, the same as for images, with normalised texts as the service sees them."""
     limits = Limits()
-    n_s = len(bench.seeds)
-    jobs = [(i, t, c) for i, t in enumerate(bench.seeds) for c in range(settings.text_pos_copies)]
-    jobs += [(n_s + j, t, c) for j, t in enumerate(bench.distractors)
-             for c in range(settings.text_neg_copies)]
-    truth = np.array([i if i < n_s else -1 for i, _, _ in jobs], dtype=np.int64)
+    jobs, truth = _query_jobs(bench.seeds, bench.distractors, settings.text_pos_copies,
+                              settings.text_neg_copies)
     seeds = [normalize_text(t, limits) for t in bench.seeds]
 
     def make_queries(level):
