@@ -49,15 +49,19 @@ def serve_config(args: argparse.Namespace):
     """The Config for ``dedup serve``: file (or the demo), then flags."""
     from dedup.config import load_config
 
-    overrides = {
+    flags = {
         "data_dir": args.data_dir,
         "server__host": args.host,
         "server__port": args.port,
         "server__metrics_port": args.metrics_port,
         "server__workers": args.workers,
-        "batcher__enabled": False if args.no_batching else None,
         "batcher__max_wait_ms": args.max_wait_ms,
     }
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    if args.no_batching:
+        overrides["batcher__enabled"] = False
+    if args.no_metrics:
+        overrides["server__metrics_port"] = None
     if args.config is None:
         # The demo: seed the demo bank, and on loopback let callers without a token read
         # (Lookup, Stats) so a newcomer can try it at once; writes still need a token from
@@ -65,11 +69,7 @@ def serve_config(args: argparse.Namespace):
         overrides["demo"] = True
         loopback = args.host in (None, "127.0.0.1", "localhost", "::1")
         overrides["server__allow_anonymous_reader"] = loopback
-    config = load_config(args.config, **overrides)
-    if args.no_metrics:
-        config = config.model_copy(
-            update={"server": config.server.model_copy(update={"metrics_port": None})})
-    return config
+    return load_config(args.config, **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

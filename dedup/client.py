@@ -73,7 +73,8 @@ class DedupClient:
             return getattr(self._stub, method)(
                 request, metadata=md, timeout=timeout if timeout is not None else self.timeout)
         except grpc.RpcError as e:
-            raise convert.error_from_status(e.code(), e.details() or "") from e
+            kind = dict(e.trailing_metadata() or ()).get(convert.ERROR_KIND_KEY)
+            raise convert.error_from_status(e.code(), e.details() or "", kind) from e
 
     # ------------------------------------------------------------------ lookups
     def lookup(self, item: Item | None = None, *, image: bytes | None = None,

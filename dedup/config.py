@@ -1,4 +1,11 @@
-"""One typed config tree, loaded once at the process edge (TOML file, environment, flags)."""
+"""One typed config tree, loaded once at the process edge (TOML file, environment, flags).
+
+Precedence: the TOML file (or the packaged default spaces), then ``DEDUP_AUTH_TOKENS``, then
+explicit overrides (``section__field=value``; a ``None`` override sets the field to None, e.g.
+``server__metrics_port=None`` turns the metrics endpoint off). Every input bound of DESIGN
+invariant 6 lives in ``Limits``; every index decision in ``IndexPlan``, which the service and
+``dedup-build`` both read.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,12 @@ import os
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dedup.errors import InvalidArgument, LimitExceeded
+from dedup.types import ROLES, Role
 
 
 class _Strict(BaseModel):
@@ -26,6 +34,7 @@ class Limits(_Strict):
     max_text_chars: int = 20_000
     max_batch_items: int = 64
     max_top_k: int = 100
+    max_page_size: int = 1000  # seeds per ListSeeds page
     max_message_bytes: int = 64 * 1024 * 1024
 
     def check_batch(self, n: int) -> None:
@@ -44,20 +53,56 @@ class Limits(_Strict):
             raise LimitExceeded(f"top_k={k}", limit=f"max_top_k={self.max_top_k}")
 
 
+    def check_page_size(self, n: int) -> None:
+        """Refuse a ListSeeds page size outside 1..max_page_size."""
+        if not 1 <= n <= self.max_page_size:
+            raise InvalidArgument(f"page size must be in 1..{self.max_page_size}, got {n}")
+
+
+class IndexPlan(_Strict):
+    """How a space's index is built and placed; the service and dedup-build read the same plan.
+
+    ``factory`` is a FAISS factory string or ``auto`` (exact search below 100k vectors, IVF
+    above). A factory that needs training is trained only from vectors already in LMDB (at
+    start-up or by dedup-build); until then the space serves from an exact index, so a write
+    never waits on (or fails in) training.
+    """
+
+    factory: str = "auto"
+    n_shards: int = Field(default=1, ge=1, le=256)
+    nprobe: int | None = Field(default=None, ge=1)  # None: 1/16 of the IVF lists, at least 16
+    fp16: bool = False  # GPU shards: store vectors in float16 (half the memory)
+    use_gpu: bool | None = None  # None: GPUs when FAISS sees them; False: CPU; True: must
+
+
 class SpaceConfig(_Strict):
     """One representation space: which model, which index, which thresholds."""
 
     model: str  # embedder spec: "image:effnet-lite0", "text:minilm-l6", "clip:<arch>/<pretrained>"
     enabled: bool = True
-    index_factory: str = "auto"  # "auto": exact IP below auto_ivf_min, IVF above
-    n_shards: int = Field(default=1, ge=1, le=256)
-    nprobe: int | None = Field(default=None, ge=1)  # None: 1/16 of the IVF lists, at least 16
+    index: IndexPlan = IndexPlan()
     threshold: float = 0.9  # global similarity threshold for this space
     label_thresholds: dict[str, float] = Field(default_factory=dict)  # per-label overrides
 
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_index_keys(cls, data: Any) -> Any:
+        """Accept the older flat keys (index_factory, n_shards, nprobe) as the index plan."""
+        if isinstance(data, dict) and {"index_factory", "n_shards", "nprobe"} & data.keys():
+            data = dict(data)
+            plan = dict(data.get("index") or {})
+            for old, new in (("index_factory", "factory"), ("n_shards", "n_shards"),
+                             ("nprobe", "nprobe")):
+                if old in data:
+                    plan.setdefault(new, data.pop(old))
+            data["index"] = plan
+        return data
+
 
 class StoreConfig(_Strict):
-    map_size: int = 1 << 30  # initial LMDB map size; grows when full
+    # LMDB map size: address space, not disk (the file grows as data arrives). Large enough that
+    # growing, which must wait for every reader, practically never happens.
+    map_size: int = 1 << 40
     keep_content: bool = True  # keep seed bytes so the builder can re-embed with a new model
 
 
@@ -83,7 +128,7 @@ class ServerConfig(_Strict):
     metrics_port: int | None = 9464  # None disables the Prometheus endpoint
     workers: int = 4  # threads for embedding and search
     grace_s: float = 10.0
-    tokens: dict[str, Literal["reader", "analyst", "admin"]] = Field(default_factory=dict)
+    tokens: dict[str, Role] = Field(default_factory=dict)
     allow_anonymous_reader: bool = False
     tls: TlsConfig = TlsConfig()
 
@@ -122,8 +167,8 @@ def parse_tokens(spec: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         token, sep, role = part.rpartition(":")
-        if not sep or not token or role not in ("reader", "analyst", "admin"):
-            raise InvalidArgument(f"bad token entry {part!r}: want token:reader|analyst|admin")
+        if not sep or not token or role not in ROLES:
+            raise InvalidArgument(f"bad token entry {part!r}: want token:{'|'.join(ROLES)}")
         out[token] = role
     return out
 
@@ -142,8 +187,6 @@ def load_config(path: str | Path | None = None, **overrides) -> Config:
         server["tokens"] = {**server.get("tokens", {}), **parse_tokens(env_tokens)}
         raw["server"] = server
     for key, value in overrides.items():
-        if value is None:
-            continue
         section, _, field = key.partition("__")
         if field:
             raw[section] = {**raw.get(section, {}), field: value}

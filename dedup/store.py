@@ -30,14 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, ContextManager, Iterable, Iterator, Sequence, TypeVar
 
 import lmdb
 import numpy as np
 
 from dedup.locks import RWLock
 from dedup.errors import InvalidArgument, ModelMismatch, NotFound, StoreError
-from dedup.types import Label, OpEntry, OpKind, Seed
+from dedup.types import Label, OpEntry, OpKind, Seed, check_labels
 
 T = TypeVar("T")
 
@@ -49,9 +49,8 @@ _K_LAST_SEQ = b"last_seq"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _DTYPES = {"float32": np.dtype("<f4"), "uint8": np.dtype("u1")}
 _MODALITIES = frozenset(("image", "text"))
-_MAX_LABEL_BYTES = 200  # keeps name\0id well under LMDB's 511-byte key limit
-_MAX_PAGE = 10_000
 _OPS_CHUNK = 1024
+_GROW_WAIT_S = 60.0
 
 
 def _k(n: int) -> bytes:
@@ -81,29 +80,8 @@ class NewSeed:
     actor: str = ""
 
 
-def _check_labels(labels: Sequence[Label]) -> tuple[Label, ...]:
-    labels = tuple(labels)
-    if not labels:
-        raise InvalidArgument("a seed needs at least one label")
-    seen: set[str] = set()
-    for label in labels:
-        if not isinstance(label, Label):
-            raise InvalidArgument(f"label must be a Label, got {type(label).__name__}")
-        name = label.name
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidArgument("label names must be non-empty")
-        if "\0" in name or len(name.encode()) > _MAX_LABEL_BYTES:
-            raise InvalidArgument(f"label name {name[:40]!r} has a NUL or exceeds {_MAX_LABEL_BYTES} bytes")
-        if isinstance(label.severity, bool) or not isinstance(label.severity, int) or not 1 <= label.severity <= 5:
-            raise InvalidArgument(f"label {name!r}: severity must be an int in 1..5, got {label.severity!r}")
-        if name in seen:
-            raise InvalidArgument(f"label {name!r} given twice")
-        seen.add(name)
-    return labels
-
-
 def _check_new(seed: NewSeed) -> None:
-    _check_labels(seed.labels)
+    check_labels(seed.labels)
     if not isinstance(seed.sha256, str) or not _SHA_RE.match(seed.sha256.lower()):
         raise InvalidArgument("sha256 must be 64 hex characters")
     if not seed.modalities or not set(seed.modalities) <= _MODALITIES:
@@ -158,117 +136,159 @@ def _op(seq: int, raw: bytes) -> OpEntry:
     )
 
 
-class _Reader:
-    """Read operations over one LMDB transaction (shared by the store and read views)."""
+class _Reads:
+    """The store's read API, written once. ``_reading()`` gives the read txn of one call: a
+    fresh short txn on ``SeedStore``, the view's own txn on ``ReadView``."""
 
-    def __init__(self, store: "SeedStore", txn: lmdb.Transaction):
-        self._s = store
-        self._txn = txn
+    _store: "SeedStore"
+
+    def _reading(self) -> ContextManager[lmdb.Transaction]:
+        raise NotImplementedError
 
     @property
     def last_seq(self) -> int:
-        raw = self._txn.get(_K_LAST_SEQ, db=self._s._db[b"meta"])
-        return _unk(raw) if raw else 0
+        """Sequence number of the newest op-log entry (0 when empty)."""
+        with self._reading() as txn:
+            raw = txn.get(_K_LAST_SEQ, db=self._store._db[b"meta"])
+            return _unk(raw) if raw else 0
 
     def get(self, seed_id: int) -> Seed | None:
-        raw = self._txn.get(_k(seed_id), db=self._s._db[b"seeds"])
-        return _seed(seed_id, raw) if raw is not None else None
+        """One seed record (removed ones too), or None."""
+        seed_id = int(seed_id)
+        if seed_id < 0:
+            return None
+        with self._reading() as txn:
+            raw = txn.get(_k(seed_id), db=self._store._db[b"seeds"])
+            return _seed(seed_id, raw) if raw is not None else None
 
     def get_many(self, ids: Iterable[int]) -> dict[int, Seed]:
-        db = self._s._db[b"seeds"]
+        """Seed records by id in one txn; unknown ids are left out."""
+        db = self._store._db[b"seeds"]
         out: dict[int, Seed] = {}
-        for i in ids:
-            i = int(i)
-            if i in out or i < 0:
-                continue
-            raw = self._txn.get(_k(i), db=db)
-            if raw is not None:
-                out[i] = _seed(i, raw)
+        with self._reading() as txn:
+            for i in ids:
+                i = int(i)
+                if i in out or i < 0:
+                    continue
+                raw = txn.get(_k(i), db=db)
+                if raw is not None:
+                    out[i] = _seed(i, raw)
         return out
 
     def find_sha256(self, sha256: str) -> int | None:
-        raw = self._txn.get(sha256.lower().encode(), db=self._s._db[b"sha"])
-        return _unk(raw) if raw is not None else None
+        """Id of the ACTIVE seed with this sha256, or None."""
+        with self._reading() as txn:
+            raw = txn.get(sha256.lower().encode(), db=self._store._db[b"sha"])
+            return _unk(raw) if raw is not None else None
 
     def content(self, seed_id: int) -> bytes | None:
-        return self._txn.get(_k(seed_id), db=self._s._db[b"content"])
+        """The seed's stored original bytes, or None."""
+        with self._reading() as txn:
+            return txn.get(_k(int(seed_id)), db=self._store._db[b"content"])
 
-    def space_info(self, space: str) -> dict:
-        raw = self._txn.get(space.encode(), db=self._s._db[b"spaces"])
+    def spaces(self) -> dict[str, dict]:
+        """space -> {model_id, dim, dtype, count}."""
+        with self._reading() as txn:
+            return self._store._spaces(txn)
+
+    def _space_info(self, txn: lmdb.Transaction, space: str) -> dict:
+        raw = txn.get(space.encode(), db=self._store._db[b"spaces"])
         if raw is None:
-            raise NotFound(f"space {space!r} is not registered in {self._s.path}")
+            raise NotFound(f"space {space!r} is not registered in {self._store.path}")
         return json.loads(raw)
 
     def embeddings(self, space: str, ids: Sequence[int]) -> np.ndarray:
-        info = self.space_info(space)
-        db = self._s._emb_db(space)
+        """(len(ids), width) vectors of the given seeds; NotFound if any has none in this space."""
+        db = self._store._emb_db(space)
         raws, missing = [], []
-        for i in ids:
-            raw = self._txn.get(_k(int(i)), db=db)
-            if raw is None:
-                missing.append(int(i))
-            else:
-                raws.append(raw)
+        with self._reading() as txn:
+            info = self._space_info(txn, space)
+            for i in ids:
+                raw = txn.get(_k(int(i)), db=db)
+                if raw is None:
+                    missing.append(int(i))
+                else:
+                    raws.append(raw)
         if missing:
             raise NotFound(f"no {space!r} embedding for seed ids {missing[:20]}")
         return _stack(raws, info)
 
     def embeddings_present(self, space: str, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        info = self.space_info(space)
-        db = self._s._emb_db(space)
-        found = [(int(i), raw) for i in ids if (raw := self._txn.get(_k(int(i)), db=db)) is not None]
+        """(ids, vectors) of those given seeds that have a vector in this space (active seeds)."""
+        db = self._store._emb_db(space)
+        with self._reading() as txn:
+            info = self._space_info(txn, space)
+            found = [(int(i), raw) for i in ids if (raw := txn.get(_k(int(i)), db=db)) is not None]
         if not found:
-            width = info["dim"] // 8 if info["dtype"] == "uint8" else info["dim"]
-            return np.empty(0, np.int64), np.empty((0, width), np.dtype(info["dtype"]))
+            return np.empty(0, np.int64), _stack([], info)
         return (np.fromiter((i for i, _ in found), dtype=np.int64, count=len(found)),
                 _stack([raw for _, raw in found], info))
 
+    def list_seeds(self, label: str | None = None, after: int = 0, limit: int = 100,
+                   include_removed: bool = False) -> tuple[list[Seed], int | None]:
+        """A page of seeds with id > after (optionally of one label) and the cursor for the
+        next page (None when done). The page size bound is the caller's (Limits)."""
+        if limit < 1:
+            raise InvalidArgument(f"limit must be >= 1, got {limit}")
+        if after < 0:
+            raise InvalidArgument("after must be >= 0")
+        seeds_db = self._store._db[b"seeds"]
+        with self._reading() as txn:
+            if label is not None and not include_removed:
+                # the label index holds active seeds only, in id order under the name prefix
+                prefix = label.encode() + b"\0"
+                cur = txn.cursor(db=self._store._db[b"labels"])
+                cur.set_range(prefix + _k(after + 1))
+
+                def ids() -> Iterator[int]:
+                    for key in cur.iternext(keys=True, values=False):
+                        if not key.startswith(prefix):
+                            return
+                        yield _unk(key[len(prefix):])
+
+                matches: Iterator[Seed] = (_seed(i, txn.get(_k(i), db=seeds_db)) for i in ids())
+            else:
+                cur = txn.cursor(db=seeds_db)
+                cur.set_range(_k(after + 1))
+                matches = (
+                    s
+                    for s in (_seed(_unk(k), v) for k, v in cur.iternext(keys=True, values=True))
+                    if (include_removed or not s.removed) and (label is None or label in s.label_names)
+                )
+            page = list(islice(matches, limit))
+            more = next(matches, None) is not None
+        return page, (page[-1].seed_id if more and page else None)
+
+
+class ReadView(_Reads):
+    """One consistent LMDB snapshot for a long read (the index builder): its txn stays open
+    for the view's life, but each call holds the store's read lock only while it runs, so a
+    long build never holds up a writer's abort (and the lookups queued behind it)."""
+
+    def __init__(self, store: "SeedStore", txn: lmdb.Transaction):
+        self._store = store
+        self._txn = txn
+
+    @contextmanager
+    def _reading(self) -> Iterator[lmdb.Transaction]:
+        with self._store._rw.shared():
+            yield self._txn
+
     def iter_embeddings(self, space: str, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(int64 ids, vectors) batches of ACTIVE seeds in id order, as of this view."""
         if batch < 1:
             raise InvalidArgument("batch must be >= 1")
-        info = self.space_info(space)
-        db = self._s._emb_db(space)
-        cur = self._txn.cursor(db=db)
-        items = cur.iternext(keys=True, values=True)
+        db = self._store._emb_db(space)
+        with self._reading() as txn:
+            info = self._space_info(txn, space)
+            items = txn.cursor(db=db).iternext(keys=True, values=True)
         while True:
-            chunk = list(islice(items, batch))
+            with self._reading():
+                chunk = list(islice(items, batch))
             if not chunk:
                 return
             ids = np.fromiter((_unk(k) for k, _ in chunk), dtype=np.int64, count=len(chunk))
             yield ids, _stack([v for _, v in chunk], info)
-
-    def list_seeds(
-        self, label: str | None, after: int, limit: int, include_removed: bool
-    ) -> tuple[list[Seed], int | None]:
-        if not 1 <= limit <= _MAX_PAGE:
-            raise InvalidArgument(f"limit must be in 1..{_MAX_PAGE}")
-        if after < 0:
-            raise InvalidArgument("after must be >= 0")
-        seeds_db = self._s._db[b"seeds"]
-        if label is not None and not include_removed:
-            # the label index holds active seeds only, in id order under the name prefix
-            prefix = label.encode() + b"\0"
-            cur = self._txn.cursor(db=self._s._db[b"labels"])
-            cur.set_range(prefix + _k(after + 1))
-
-            def ids() -> Iterator[int]:
-                for key in cur.iternext(keys=True, values=False):
-                    if not key.startswith(prefix):
-                        return
-                    yield _unk(key[len(prefix) :])
-
-            matches: Iterator[Seed] = (_seed(i, self._txn.get(_k(i), db=seeds_db)) for i in ids())
-        else:
-            cur = self._txn.cursor(db=seeds_db)
-            cur.set_range(_k(after + 1))
-            matches = (
-                s
-                for s in (_seed(_unk(k), v) for k, v in cur.iternext(keys=True, values=True))
-                if (include_removed or not s.removed) and (label is None or label in s.label_names)
-            )
-        page = list(islice(matches, limit))
-        more = next(matches, None) is not None
-        return page, (page[-1].seed_id if more and page else None)
 
 
 def _stack(raws: list[bytes], info: dict) -> np.ndarray:
@@ -284,45 +304,21 @@ def _width(info: dict) -> int:
     return info["dim"] // 8 if info["dtype"] == "uint8" else info["dim"]
 
 
-class ReadView:
-    """One consistent LMDB snapshot: what the batch index builder reads."""
-
-    def __init__(self, reader: _Reader):
-        self._r = reader
-
-    @property
-    def last_seq(self) -> int:
-        return self._r.last_seq
-
-    def iter_embeddings(self, space: str, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(int64 ids, vectors) of active seeds in id order, from this view."""
-        return self._r.iter_embeddings(space, batch)
-
-    def get_many(self, ids: Iterable[int]) -> dict[int, Seed]:
-        """Seed records by id as of this view; unknown ids are left out."""
-        return self._r.get_many(ids)
-
-    def embeddings(self, space: str, ids: Sequence[int]) -> np.ndarray:
-        """Vectors of the given ids as of this view; NotFound if any is missing."""
-        return self._r.embeddings(space, ids)
-
-    def content(self, seed_id: int) -> bytes | None:
-        """Stored original bytes of a seed as of this view."""
-        return self._r.content(seed_id)
-
-    def spaces(self) -> dict[str, dict]:
-        """Registered spaces as of this view."""
-        return self._r._s._spaces(self._r._txn)
-
-
-class SeedStore:
+class SeedStore(_Reads):
     """The LMDB seed store. Opened for writing by one process (flock), read-only by any number."""
 
     def __init__(self, path: str | Path, map_size: int = 1 << 30, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
         self._wlock = threading.Lock()  # one write txn at a time in this process
+        # Shared by every read call in flight, exclusive for a write-txn abort (py-lmdb 3.0
+        # makes an abort wait for read calls in flight, which busy readers could postpone for
+        # ever) and for map growth (LMDB: no txn may be open in the process).
         self._rw = RWLock()
+        self._views = 0  # read views open; the map cannot grow under them
+        self._views_cond = threading.Condition()
+        self._growing = False  # new views wait while the map grows
+        self._store = self
         self._dblock = threading.Lock()
         self._lockfile = None
         self._env: lmdb.Environment | None = None
@@ -350,8 +346,8 @@ class SeedStore:
             for name in _FIXED_DBS:
                 self._db[name] = self._env.open_db(name, create=not readonly)
             # open every space's db now: opening one later inside a write txn would deadlock
-            with self._read() as r:
-                known = [k.decode() for k in r._txn.cursor(db=self._db[b"spaces"]).iternext(values=False)]
+            with self._reading() as txn:
+                known = [k.decode() for k in txn.cursor(db=self._db[b"spaces"]).iternext(values=False)]
             for space in known:
                 self._emb_db(space)
             if not readonly:
@@ -431,14 +427,30 @@ class SeedStore:
                             f"seed store at {self.path} is full and cannot grow while this thread holds "
                             "a read view; finish the read first"
                         ) from None
-                    with self._rw.exclusive():
-                        env.set_mapsize(env.info()["map_size"] * 2)
+                    self._grow(env)
                 except lmdb.Error as e:
                     self._abort(txn)
                     raise StoreError(f"write to seed store at {self.path} failed: {e}") from e
                 except BaseException:
                     self._abort(txn)
                     raise
+
+    def _grow(self, env: lmdb.Environment) -> None:
+        """Double the map once no read view is open (new ones wait): LMDB grows a map only
+        with no txn open in the process. Readers of single calls are paused just for the
+        resize itself; a view still open after ``_GROW_WAIT_S`` fails this write instead."""
+        with self._views_cond:
+            self._growing = True
+            try:
+                if not self._views_cond.wait_for(lambda: self._views == 0, _GROW_WAIT_S):
+                    raise StoreError(
+                        f"seed store at {self.path} is full and cannot grow while a read view "
+                        "(an index build) is open; retry when it ends")
+                with self._rw.exclusive():
+                    env.set_mapsize(env.info()["map_size"] * 2)
+            finally:
+                self._growing = False
+                self._views_cond.notify_all()
 
     def _abort(self, txn: lmdb.Transaction) -> None:
         # py-lmdb 3.0 makes a write-txn abort wait until no read call is in flight, which busy
@@ -449,30 +461,34 @@ class SeedStore:
         with self._rw.exclusive():
             txn.abort()
 
-    @contextmanager
-    def _read(self) -> Iterator[_Reader]:
-        """One read txn; adopts a map the writer grew since we mapped it (MDB_MAP_RESIZED)."""
+    def _begin(self, own_views: int = 0) -> lmdb.Transaction:
+        """A read txn; adopts a map the writer grew since we mapped it (MDB_MAP_RESIZED) first,
+        which needs no other txn open here (``own_views``: views the caller counted itself)."""
         while True:
             env = self._env_or_raise()
             with self._rw.shared():
                 try:
-                    txn = env.begin(write=False)
+                    return env.begin(write=False)
                 except lmdb.MapResizedError:
-                    txn = None
+                    pass
                 except lmdb.Error as e:
                     raise StoreError(f"read from seed store at {self.path} failed: {e}") from e
-                if txn is not None:
-                    try:
-                        yield _Reader(self, txn)
-                    except lmdb.Error as e:
-                        raise StoreError(f"read from seed store at {self.path} failed: {e}") from e
-                    finally:
-                        txn.abort()
-                    return
-            if self._rw.held_by_me():
-                raise StoreError(f"seed store at {self.path} grew under a long read in this thread; retry")
+            if self._rw.held_by_me() or self._views > own_views:
+                raise StoreError(f"seed store at {self.path} grew under a long read; retry")
             with self._wlock, self._rw.exclusive():
                 env.set_mapsize(0)  # 0: take the size the writer recorded
+
+    @contextmanager
+    def _reading(self) -> Iterator[lmdb.Transaction]:
+        """One short read txn, under the read lock for its whole (short) life."""
+        txn = self._begin()
+        with self._rw.shared():
+            try:
+                yield txn
+            except lmdb.Error as e:
+                raise StoreError(f"read from seed store at {self.path} failed: {e}") from e
+            finally:
+                txn.abort()
 
     def _emb_db(self, space: str):
         name = b"emb:" + space.encode()
@@ -535,8 +551,8 @@ class SeedStore:
             raise InvalidArgument(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         if dim < 1 or (dtype == "uint8" and dim % 8):
             raise InvalidArgument(f"bad dim {dim} for dtype {dtype} (binary dims are bits, a multiple of 8)")
-        with self._read() as r:
-            raw = r._txn.get(space.encode(), db=self._db[b"spaces"])
+        with self._reading() as txn:
+            raw = txn.get(space.encode(), db=self._db[b"spaces"])
         if raw is not None:
             self._check_same_model(space, json.loads(raw), model_id, dim, dtype)
             return
@@ -643,7 +659,7 @@ class SeedStore:
 
     def relabel(self, seed_id: int, labels: Sequence[Label], actor: str = "") -> Seed:
         """Replace an active seed's labels; NotFound for unknown or removed seeds."""
-        labels = _check_labels(labels)
+        labels = check_labels(labels)
         seed_id = int(seed_id)
 
         def fn(txn: lmdb.Transaction) -> Seed:
@@ -662,61 +678,18 @@ class SeedStore:
 
         return self._write(fn)
 
-    # ---- reads -----------------------------------------------------------------------------
-
-    @property
-    def last_seq(self) -> int:
-        """Sequence number of the newest op-log entry (0 when empty)."""
-        with self._read() as r:
-            return r.last_seq
-
-    def get(self, seed_id: int) -> Seed | None:
-        """One seed record (removed ones too), or None."""
-        with self._read() as r:
-            return r.get(int(seed_id)) if int(seed_id) >= 0 else None
-
-    def get_many(self, ids: Iterable[int]) -> dict[int, Seed]:
-        """Seed records by id in one read txn; unknown ids are left out."""
-        with self._read() as r:
-            return r.get_many(ids)
-
-    def find_sha256(self, sha256: str) -> int | None:
-        """Id of the ACTIVE seed with this sha256, or None."""
-        with self._read() as r:
-            return r.find_sha256(sha256)
-
-    def content(self, seed_id: int) -> bytes | None:
-        """The seed's stored original bytes, or None."""
-        with self._read() as r:
-            return r.content(int(seed_id))
-
-    def list_seeds(
-        self, label: str | None = None, after: int = 0, limit: int = 100, include_removed: bool = False
-    ) -> tuple[list[Seed], int | None]:
-        """A page of seeds with id > after (optionally of one label) and the cursor for the next page."""
-        with self._read() as r:
-            return r.list_seeds(label, after, limit, include_removed)
-
-    def embeddings(self, space: str, ids: Sequence[int]) -> np.ndarray:
-        """(len(ids), width) vectors of the given seeds; NotFound if any has none in this space."""
-        with self._read() as r:
-            return r.embeddings(space, ids)
-
-    def embeddings_present(self, space: str, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of those given seeds that have a vector in this space (active seeds)."""
-        with self._read() as r:
-            return r.embeddings_present(space, ids)
+    # ---- reads (the single-call ones are _Reads') ------------------------------------------
 
     def iter_embeddings(self, space: str, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(int64 ids, vectors) batches of ACTIVE seeds in id order, all from one read txn."""
-        with self._read() as r:
-            yield from r.iter_embeddings(space, batch)
+        """(int64 ids, vectors) batches of ACTIVE seeds in id order, all from one read view."""
+        with self.read_view() as view:
+            yield from view.iter_embeddings(space, batch)
 
     def ops_after(self, seq: int) -> Iterator[OpEntry]:
         """Op-log entries with seq > ``seq``, in order (the log is append-only, so chunked txns are safe)."""
         while True:
-            with self._read() as r:
-                cur = r._txn.cursor(db=self._db[b"oplog"])
+            with self._reading() as txn:
+                cur = txn.cursor(db=self._db[b"oplog"])
                 if not cur.set_range(_k(seq + 1)):
                     return
                 chunk = [_op(_unk(k), v) for k, v in islice(cur.iternext(), _OPS_CHUNK)]
@@ -725,16 +698,10 @@ class SeedStore:
                 return
             seq = chunk[-1].seq
 
-    def spaces(self) -> dict[str, dict]:
-        """space -> {model_id, dim, dtype, count}."""
-        with self._read() as r:
-            return self._spaces(r._txn)
-
     def stats(self) -> dict:
         """Counts for operators: active/removed seeds, per-label and per-space counts, map usage."""
         env = self._env_or_raise()
-        with self._read() as r:
-            txn = r._txn
+        with self._reading() as txn:
             n_seeds = txn.stat(self._db[b"seeds"])["entries"]
             active = txn.stat(self._db[b"sha"])["entries"]  # one sha entry per active seed
             labels: dict[str, int] = {}
@@ -747,16 +714,33 @@ class SeedStore:
                 "seeds_removed": n_seeds - active,
                 "labels": labels,
                 "spaces": {k: v["count"] for k, v in self._spaces(txn).items()},
-                "last_seq": r.last_seq,
+                "last_seq": self._next(txn, _K_LAST_SEQ, 0),
                 "map_size": info["map_size"],
                 "used_bytes": (info["last_pgno"] + 1) * env.stat()["psize"],
             }
 
     @contextmanager
     def read_view(self) -> Iterator[ReadView]:
-        """A consistent view over ONE read txn, for the batch index builder."""
-        with self._read() as r:
-            yield ReadView(r)
+        """A consistent view over ONE read txn, for long reads (the batch index builder)."""
+        with self._views_cond:
+            self._views_cond.wait_for(lambda: not self._growing)
+            self._views += 1
+        try:
+            txn = self._begin(own_views=1)
+        except BaseException:
+            self._view_closed()
+            raise
+        try:
+            yield ReadView(self, txn)
+        finally:
+            with self._rw.shared():
+                txn.abort()
+            self._view_closed()
+
+    def _view_closed(self) -> None:
+        with self._views_cond:
+            self._views -= 1
+            self._views_cond.notify_all()
 
 
 def _encode_vector(space: str, vec, info: dict) -> bytes:

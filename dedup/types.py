@@ -1,9 +1,19 @@
-"""Plain value types shared by every layer. No heavy imports here."""
+"""Plain value types shared by every layer, and the one check of label rules. No heavy imports."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Iterable, Literal, Mapping, NamedTuple, get_args
+
+from dedup.errors import InvalidArgument
+
+# The one role table: every role in rank order (each may do what the ones before it may).
+Role = Literal["reader", "analyst", "admin"]
+ROLES: tuple[str, ...] = get_args(Role)
+
+MAX_LABEL_BYTES = 200  # keeps the store's ``name\0id`` label keys far below LMDB's 511 bytes
+MIN_SEVERITY, MAX_SEVERITY = 1, 5
 
 
 @dataclass(frozen=True)
@@ -12,6 +22,32 @@ class Label:
 
     name: str
     severity: int = 1
+
+
+def check_labels(labels: Iterable[Label]) -> tuple[Label, ...]:
+    """The label rules, for every writer: at least one; names printable, 1..200 UTF-8 bytes,
+    no NUL, each once; severity an int in 1..5. Raises InvalidArgument naming the rule."""
+    labels = tuple(labels)
+    if not labels:
+        raise InvalidArgument("a seed needs at least one label")
+    seen: set[str] = set()
+    for label in labels:
+        if not isinstance(label, Label):
+            raise InvalidArgument(f"label must be a Label, got {type(label).__name__}")
+        name = label.name
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidArgument("label names must be non-empty")
+        if not name.isprintable() or len(name.encode()) > MAX_LABEL_BYTES:
+            raise InvalidArgument(f"bad label name {name[:40]!r}: 1..{MAX_LABEL_BYTES} bytes of "
+                                  "printable characters")
+        sev = label.severity
+        if isinstance(sev, bool) or not isinstance(sev, int) or not MIN_SEVERITY <= sev <= MAX_SEVERITY:
+            raise InvalidArgument(f"label {name!r}: severity must be an int in "
+                                  f"{MIN_SEVERITY}..{MAX_SEVERITY}, got {sev!r}")
+        if name in seen:
+            raise InvalidArgument(f"label {name!r} given twice")
+        seen.add(name)
+    return labels
 
 
 @dataclass(frozen=True)
@@ -97,3 +133,53 @@ class LookupResult:
     exact_match: int | None  # seed id of an exact sha256 match
     snapshot_version: str = ""
     spaces: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class LookupParams:
+    """How one item is looked up (hashable: a micro-batch may mix callers' parameters).
+
+    ``threshold`` overrides every space's threshold for this call; ``labels`` restricts the
+    verdicts to those names.
+    """
+
+    top_k: int = 10
+    labels: tuple[str, ...] | None = None
+    threshold: float | None = None
+
+
+class AddResult(NamedTuple):
+    """One added item: its seed id, and whether it is new (False: an exact duplicate's id)."""
+
+    seed_id: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class SpaceStats:
+    """One space as it serves now."""
+
+    model_id: str
+    dim: int
+    metric: str
+    ntotal: int
+    factory: str
+    n_shards: int
+    threshold: float
+    device: str
+    # The configured plan when the serving index was built another way (a snapshot from another
+    # plan, or an index waiting for dedup-build to train it); empty when they agree.
+    plan_note: str = ""
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """What an operator reads: seed counts, the op-log position, the snapshot, each space."""
+
+    seeds_active: int
+    seeds_removed: int
+    labels: Mapping[str, int]
+    op_seq: int
+    snapshot_version: str
+    snapshot_op_seq: int
+    spaces: Mapping[str, SpaceStats]

@@ -88,7 +88,7 @@ def test_every_embedder_follows_the_protocol(effnet, minilm, clip_tiny, pdq):
     for emb in (effnet, minilm, clip_tiny, pdq):
         assert isinstance(emb, Embedder)
         assert emb.model_id.startswith(emb.space + "@")
-        assert emb.binary == (emb is pdq)
+        assert emb.metric == ("hamming" if emb is pdq else "ip")
 
 
 # --- image:effnet-lite0 -------------------------------------------------------------------------
@@ -188,10 +188,11 @@ def test_minilm_empty_batch_and_refuses_images(minilm, cat_image):
 
 
 def test_minilm_model_id_is_digest_of_weights_and_text_form(minilm):
-    from dedup.embed.minilm import TEXT_FORM, model_path
+    from dedup.embed.minilm import model_path
+    from dedup.text.normalize import FORM_VERSION
 
     digest = file_digest(Path(model_path()) / "model.safetensors")
-    assert minilm.model_id == f"text:minilm-l6@{digest}-{TEXT_FORM}"
+    assert minilm.model_id == f"text:minilm-l6@{digest}-{FORM_VERSION}"
 
 
 def test_minilm_is_blind_to_homoglyphs_emoji_and_punctuation(minilm):
@@ -238,7 +239,7 @@ def test_clip_tiny_batch_equals_one_by_one(cat_image, coffee_image):
 
 def test_pdq_codes_are_packed_uint8(pdq, cat_image):
     codes = pdq.embed_images([cat_image, cat_image])
-    assert pdq.binary and pdq.dim == 256
+    assert pdq.metric == "hamming" and pdq.dim == 256 and pdq.hash_format == "pdq"
     assert codes.shape == (2, 32) and codes.dtype == np.uint8 and codes.flags.c_contiguous
     np.testing.assert_array_equal(codes[0], codes[1])
     assert pdq.model_id.startswith("pdq@")

@@ -142,7 +142,7 @@ def test_reopened_engine_has_everything(tmp_path, embedders):
                            Item(image=encode(skimage_rgb("chelsea"), "JPEG", quality=60))])
         assert a.neighbors[0].seed_id == kept and matched_labels(a) == {"violence.graphic"}
         assert gone not in {n.seed_id for n in c.neighbors}
-        assert eng.stats()["seeds_active"] == 1
+        assert eng.stats().seeds_active == 1
 
 
 def test_snapshot_then_op_log_replay_restores_live_state(tmp_path, embedders):
@@ -162,22 +162,24 @@ def test_snapshot_then_op_log_replay_restores_live_state(tmp_path, embedders):
         assert a not in {n.seed_id for n in ra.neighbors}
         assert rb.neighbors[0].seed_id == b
         assert rc.neighbors[0].seed_id == c
-        assert eng.spaces["image:effnet-lite0"].index.ntotal == 2
+        assert eng.live.current.indexes["image:effnet-lite0"].ntotal == 2
 
 
 def test_reload_swaps_in_a_builder_snapshot_without_losing_writes(tmp_path, embedders):
-    from index_builder.build import SpacePlan, rebuild
+    from dedup.config import IndexPlan
+    from index_builder.build import rebuild
 
     cfg = make_config(tmp_path)
     with Engine.open(cfg, embedders=embedders) as eng:
         ids = [r[0] for r in eng.add_seeds(
             [Item(image=encode(skimage_rgb(n))) for n in ("astronaut", "chelsea", "coffee")], [GORE])]
-        report = rebuild(eng.store, eng.index_root, {"image:effnet-lite0": SpacePlan("Flat", n_shards=2)})
+        report = rebuild(eng.store, eng.live.root,
+                         {"image:effnet-lite0": IndexPlan(factory="Flat", n_shards=2)})
         assert report.recall["image:effnet-lite0"] == 1.0
         # a write after the builder's read view, before the reload
         [(late, _)] = eng.add_seeds([Item(image=encode(skimage_rgb("rocket")))], [SCAM])
         assert eng.reload() == report.manifest.version
-        idx = eng.spaces["image:effnet-lite0"].index
+        idx = eng.live.current.indexes["image:effnet-lite0"]
         assert idx.n_shards == 2 and idx.ntotal == 4
         [r] = eng.lookup([Item(image=encode(skimage_rgb("rocket"), "JPEG", quality=70))])
         assert r.neighbors[0].seed_id == late and ids[0] != late
@@ -261,8 +263,8 @@ def test_hash_only_seed_survives_snapshot_and_replay(tmp_path, pdq_engine):
     pdq_engine.publish_snapshot()
     [(sid, _)] = pdq_engine.add_seeds([Item(pdq=h)], [SCAM])
     pdq_engine.reload()  # snapshot without the seed + op-log replay
-    assert pdq_engine.spaces["pdq"].index.ntotal == 1
-    assert pdq_engine.spaces["image:effnet-lite0"].index.ntotal == 0
+    assert pdq_engine.live.current.indexes["pdq"].ntotal == 1
+    assert pdq_engine.live.current.indexes["image:effnet-lite0"].ntotal == 0
     [r] = pdq_engine.lookup([Item(image=encode(skimage_rgb("chelsea"), "JPEG", quality=80))])
     assert r.neighbors[0].seed_id == sid
 
@@ -275,4 +277,4 @@ def test_bad_pdq_hashes_are_refused(tmp_path, pdq_engine, embedders):
                       spaces={"text:minilm-l6": {"model": "text:minilm-l6"}})
     with Engine.open(cfg, embedders=embedders) as text_only:
         [no_space] = text_only.lookup([Item(pdq="00" * 32)])
-    assert isinstance(no_space, InvalidItem) and "pdq space is not enabled" in str(no_space)
+    assert isinstance(no_space, InvalidItem) and "no enabled space holds pdq hashes" in str(no_space)

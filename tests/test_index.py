@@ -66,7 +66,8 @@ def test_ivf_with_nprobe_equal_nlist_is_exact(data, n_shards):
 def test_ivf_low_nprobe_loses_some_recall_but_stays_sane(data):
     xb, ids, xq = data
     index = ShardedIndex(DIM, "IVF32,Flat", n_shards=2, nprobe=1)
-    index.add(ids, xb)  # trains on the first batch
+    index.train(xb)
+    index.add(ids, xb)
     _, Iref = brute_force(xb, ids, xq, 10)
     _, Inew = index.search(xq, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(Iref, Inew)])
@@ -108,6 +109,7 @@ def test_empty_index_returns_padding():
 def test_removed_id_never_in_search(data, factory):
     xb, ids, xq = data
     index = ShardedIndex(DIM, factory, n_shards=2, nprobe=16)
+    index.train(xb)  # a no-op for factories that need no training
     index.add(ids, xb)
     _, before = index.search(xb[:20], 5)
     gone = ids[:20]
@@ -217,8 +219,10 @@ def test_bad_arguments_raise_invalid_argument(data):
         index.search(xb[:1], 0)
     with pytest.raises(InvalidArgument):
         ShardedIndex(DIM, "NotAFactory")
-    with pytest.raises(InvalidArgument):
-        ShardedIndex(DIM, "IVF64,Flat").add(ids[:10], xb[:10])  # too few to train
+    with pytest.raises(InvalidArgument, match="not trained"):
+        ShardedIndex(DIM, "IVF64,Flat").add(ids[:10], xb[:10])  # adding never trains
+    with pytest.raises(InvalidArgument, match="at least 64 training vectors"):
+        ShardedIndex(DIM, "IVF64,Flat").train(xb[:10])
 
 
 def test_concurrent_add_and_search_finds_what_was_added(data):
@@ -265,6 +269,7 @@ def test_concurrent_add_and_search_finds_what_was_added(data):
 def test_save_load_round_trip_keeps_results_and_removals(tmp_path, data, factory):
     xb, ids, xq = data
     index = ShardedIndex(DIM, factory, n_shards=2, nprobe=16)
+    index.train(xb)  # a no-op for factories that need no training
     index.add(ids, xb)
     index.remove(ids[:30])
     files = index.save(tmp_path)

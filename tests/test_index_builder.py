@@ -25,6 +25,18 @@ def text_embedder():
     return create_embedder("text:minilm-l6")
 
 
+def config_file(tmp_path, factory: str, n_shards: int, nprobe: int) -> str:
+    """The TOML config the service and the builder share: one index plan for the text space."""
+    path = tmp_path / "dedup.toml"
+    path.write_text(f"""
+[spaces."text:minilm-l6"]
+model = "text:minilm-l6"
+threshold = 0.9
+index = {{ factory = "{factory}", n_shards = {n_shards}, nprobe = {nprobe} }}
+""")
+    return str(path)
+
+
 def run_builder(data_dir, *args):
     return subprocess.run(
         [sys.executable, "-m", "index_builder.cli", "--data-dir", str(data_dir), "--json", *args],
@@ -38,17 +50,20 @@ def test_builder_process_publishes_a_snapshot_the_live_engine_reloads(tmp_path, 
     with Engine.open(cfg, embedders={"text:minilm-l6": text_embedder}) as eng:
         added = [r[0] for r in eng.add_seeds([Item(text=t) for t in TEXTS], [SCAM])]
         eng.remove_seeds(added[:5])
-        proc = run_builder(cfg.data_dir, "--space", "text:minilm-l6=IVF4,Flat:2", "--nprobe", "4")
+        proc = run_builder(cfg.data_dir, "--config", config_file(tmp_path, "IVF4,Flat", 2, 4))
         assert proc.returncode == 0, proc.stderr
         report = json.loads(proc.stdout)
         assert report["sizes"] == {"text:minilm-l6": 35}
-        assert report["recall@10"]["text:minilm-l6"] == 1.0
+        assert report["recall"]["text:minilm-l6"] == 1.0
+        assert set(report["timings"]) >= {f"text:minilm-l6:{s}" for s in
+                                          ("read", "train", "add", "validate")} | {"publish"}
         assert report["op_seq"] == eng.store.last_seq
         # a write the builder did not see; Reload must replay it
         [(late, _)] = eng.add_seeds([Item(text="a brand new scam text about lottery winnings")], [SCAM])
         assert eng.reload() == report["version"]
-        index = eng.spaces["text:minilm-l6"].index
+        index = eng.live.current.indexes["text:minilm-l6"]
         assert (index.n_shards, index.ntotal) == (2, 36)
+        assert eng.live.current.manifest.report["recall"] == {"text:minilm-l6": 1.0}
         assert "IVF4" in index.factory
         [r] = eng.lookup([Item(text="A brand new SCAM text about lottery winnings!")])
         assert r.neighbors[0].seed_id == late
@@ -61,7 +76,7 @@ def test_builder_refuses_to_publish_below_min_recall(tmp_path, text_embedder):
         "text:minilm-l6": {"model": "text:minilm-l6", "threshold": 0.9}})
     with Engine.open(cfg, embedders={"text:minilm-l6": text_embedder}) as eng:
         eng.add_seeds([Item(text=t) for t in TEXTS], [SCAM])
-    proc = run_builder(cfg.data_dir, "--space", "text:minilm-l6=IVF8,Flat:1", "--nprobe", "1",
+    proc = run_builder(cfg.data_dir, "--config", config_file(tmp_path, "IVF8,Flat", 1, 1),
                        "--min-recall", "0.999")
     assert proc.returncode == 1
     assert "recall@10" in proc.stderr and "not publishing" in proc.stderr

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from dedup.errors import ModelMismatch, NotFound, SnapshotError
+from dedup.errors import NotFound, SnapshotError
 from dedup.index import ShardedIndex
 from dedup.index.snapshot import (
     Manifest,
@@ -36,6 +36,7 @@ def indexes():
     clip.add(np.arange(500), unit(500, 32, 1))
     clip.remove(np.arange(10))
     text = ShardedIndex(16, "IVF8,Flat", n_shards=3, nprobe=8)
+    text.train(unit(400, 16, 2))
     text.add(np.arange(1000, 1400), unit(400, 16, 2))
     return {CLIP: clip, TEXT: text}
 
@@ -44,7 +45,7 @@ def test_round_trip_gives_identical_search_results(tmp_path, indexes):
     manifest = publish_snapshot(tmp_path, indexes, MODELS, op_seq=42)
     assert current_version(tmp_path) == manifest.version
     assert manifest.version.startswith("v000000000042-")
-    loaded_manifest, loaded = load_snapshot(tmp_path, expect_model_ids=MODELS)
+    loaded_manifest, loaded = load_snapshot(tmp_path)
     assert loaded_manifest == manifest
     assert loaded_manifest.spaces[CLIP].ntotal == 490
     for space, index in indexes.items():
@@ -120,11 +121,11 @@ def test_missing_shard_file_is_refused(tmp_path, indexes):
         load_snapshot(tmp_path)
 
 
-def test_model_mismatch_is_refused(tmp_path, indexes):
-    publish_snapshot(tmp_path, indexes, MODELS, op_seq=1)
-    with pytest.raises(ModelMismatch):
-        load_snapshot(tmp_path, expect_model_ids={**MODELS, TEXT: f"{TEXT}@cccccccccccc"})
-    load_snapshot(tmp_path, expect_model_ids={CLIP: MODELS[CLIP]})  # other spaces unchecked
+def test_only_the_spaces_asked_for_are_loaded(tmp_path, indexes):
+    publish_snapshot(tmp_path, indexes, MODELS, op_seq=1, report={"recall": {TEXT: 1.0}})
+    manifest, loaded = load_snapshot(tmp_path, spaces=[TEXT, "not-in-snapshot"])
+    assert set(loaded) == {TEXT} and set(manifest.spaces) == {CLIP, TEXT}
+    assert manifest.report == {"recall": {TEXT: 1.0}}
 
 
 def test_no_snapshot_is_not_found(tmp_path):
@@ -145,3 +146,6 @@ def test_prune_keeps_newest_and_never_current(tmp_path, indexes):
     assert removed == versions[1:3]
     assert list_snapshots(tmp_path) == [versions[0], *versions[3:]]
     assert load_snapshot(tmp_path)[0].version == versions[0]
+    # A protected version (the one a service is serving) survives too.
+    assert prune_snapshots(tmp_path, keep=1, protect=[versions[3]]) == []
+    assert prune_snapshots(tmp_path, keep=0, protect=[versions[4]]) == [versions[3]]

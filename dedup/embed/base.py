@@ -12,17 +12,26 @@ from PIL import Image
 MODALITIES = ("image", "text")
 
 
+METRICS = ("ip", "hamming")
+
+
 @runtime_checkable
 class Embedder(Protocol):
-    """Maps items of its modalities to L2-normalised float32 vectors of one space.
+    """Maps items of its modalities to vectors of one space, and says how they compare.
 
     ``space`` names the space (``image:effnet-lite0``); ``model_id`` adds a digest of the
     weights (``image:effnet-lite0@1a2b3c4d5e6f``), so a snapshot can refuse to mix models.
+    ``metric`` is ``"ip"`` (float32 rows of unit L2 norm, ``dim`` floats; similarity = cosine)
+    or ``"hamming"`` (packed uint8 bits, ``dim`` bits = ``dim // 8`` bytes; similarity =
+    ``1 - hamming / dim``). A space whose vectors are a shareable hash (PDQ) also has
+    ``hash_format`` (the name callers use for it) and ``parse_hash(text) -> code``, as
+    ThreatExchange's signal types own their hash formats: nothing else names a space.
     """
 
     space: str
     model_id: str
     dim: int
+    metric: str
     modalities: frozenset[str]
     device: str
 
@@ -33,6 +42,11 @@ class Embedder(Protocol):
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32, C-contiguous, rows of unit L2 norm. Texts are normalised."""
         ...
+
+
+def hash_format(embedder: Embedder) -> str | None:
+    """The shareable hash format an embedder's vectors are (``"pdq"``), or None."""
+    return getattr(embedder, "hash_format", None)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -193,7 +193,7 @@ class EffnetLite0Embedder:
     non-default value changes ``model_id``, so vectors of different recipes never mix.
     """
 
-    binary = False
+    metric = "ip"
     space = SPACE
     dim = FEATURE_DIM
     modalities = frozenset({"image"})

@@ -56,7 +56,7 @@ def state_dict_digest(model: torch.nn.Module, n_hex: int = 12) -> str:
 class OpenClipEmbedder:
     """CLIP-style image+text embedder; one space for both modalities."""
 
-    binary = False
+    metric = "ip"
     modalities = frozenset({"image", "text"})
 
     def __init__(self, spec: str, device: str | None = None, max_batch: int = 32):

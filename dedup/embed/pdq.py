@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from dedup.errors import InvalidArgument
+from dedup.errors import InvalidArgument, InvalidItem
 
 SPACE = "pdq"
 BITS = 256
@@ -21,9 +21,10 @@ BITS = 256
 class PdqEmbedder:
     """PDQ hashes as packed bits; ``quality`` says how much structure the image had (0..100)."""
 
-    binary = True
     space = SPACE
     dim = BITS  # bits; each row is dim // 8 bytes
+    metric = "hamming"
+    hash_format = "pdq"  # what Item.pdq carries: the ThreatExchange hex form
     modalities = frozenset({"image"})
 
     def __init__(self, device: str | None = None, max_side: int | None = None):
@@ -66,6 +67,14 @@ class PdqEmbedder:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         raise InvalidArgument(f"{SPACE} hashes images only, not texts")
+
+    @staticmethod
+    def parse_hash(text: str) -> np.ndarray:
+        """A partner's hex hash -> one packed (32,) uint8 code (InvalidItem when malformed)."""
+        try:
+            return from_hex([text.strip()])[0]
+        except InvalidArgument as e:
+            raise InvalidItem(str(e)) from e
 
 
 def to_hex(codes: np.ndarray) -> list[str]:

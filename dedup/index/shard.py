@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 import faiss
@@ -82,9 +83,12 @@ def _supports_remove(index) -> bool:
 
 
 class _Gpu:
-    """One StandardGpuResources per GPU, created lazily and shared by its shards."""
+    """One StandardGpuResources per GPU, created lazily and shared by its shards, and one lock
+    per GPU: FAISS documents GPU resources as not thread-safe, so every call that uses a
+    device's resources (search, add, remove, copy back) holds that device's lock."""
 
     _res: dict[int, object] = {}
+    _locks: dict[int, threading.Lock] = {}
     _lock = threading.Lock()
 
     @classmethod
@@ -92,7 +96,13 @@ class _Gpu:
         with cls._lock:
             if device not in cls._res:
                 cls._res[device] = faiss.StandardGpuResources()
+                cls._locks[device] = threading.Lock()
             return cls._res[device]
+
+    @classmethod
+    def lock(cls, device: int) -> threading.Lock:
+        cls.resources(device)
+        return cls._locks[device]
 
 
 def num_gpus() -> int:
@@ -105,7 +115,9 @@ def to_gpu(index, device: int, fp16: bool = False):
     """Copy a CPU float index onto GPU ``device``; fp16 halves memory for Flat/IVF storage."""
     co = faiss.GpuClonerOptions()
     co.useFloat16 = fp16
-    return faiss.index_cpu_to_gpu(_Gpu.resources(device), device, index, co)
+    res = _Gpu.resources(device)
+    with _Gpu.lock(device):
+        return faiss.index_cpu_to_gpu(res, device, index, co)
 
 
 class Shard:
@@ -157,9 +169,13 @@ class Shard:
         return np.fromiter((i in live for i in ids.tolist()), dtype=bool, count=len(ids))
 
     # -- writes ------------------------------------------------------------------------------
+    def _device(self):
+        """The GPU's lock for a GPU shard; nothing for a CPU one."""
+        return _Gpu.lock(self.gpu_device) if self.gpu_device is not None else nullcontext()
+
     def add(self, ids: np.ndarray, x: np.ndarray) -> None:
         """Add vectors; an id already present is replaced. Caller holds no lock."""
-        with self.lock.exclusive():
+        with self.lock.exclusive(), self._device():
             self._remove_locked(ids)
             if self.native_remove:
                 self.index.add_with_ids(x, ids)
@@ -173,7 +189,7 @@ class Shard:
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids; returns how many were present."""
-        with self.lock.exclusive():
+        with self.lock.exclusive(), self._device():
             return self._remove_locked(ids)
 
     def _remove_locked(self, ids: np.ndarray) -> int:
@@ -191,21 +207,10 @@ class Shard:
             self._n_dead += len(internal)
         return len(present)
 
-    def reset(self) -> None:
-        """Drop every vector (keeps training)."""
-        with self.lock.exclusive():
-            self.index.reset()
-            self._live.clear()
-            self._ext2int.clear()
-            self._int2ext = np.empty(0, dtype=np.int64)
-            self._n_dead = 0
-
     # -- search ------------------------------------------------------------------------------
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (similarity float32, external id int64), padded with (-inf, -1)."""
-        # GPU indexes are not safe for concurrent searches, so they take the exclusive lock.
-        ctx = self.lock.exclusive() if self.gpu_device is not None else self.lock.shared()
-        with ctx:
+        with self.lock.shared(), self._device():
             nq = x.shape[0]
             stored = int(self.index.ntotal)
             kk = k if self.native_remove else k + min(self._n_dead, MAX_OVERFETCH)
@@ -235,7 +240,7 @@ class Shard:
 
     def save(self, path: Path) -> list[Path]:
         """Write the shard (and the id map on the tombstone path), fsynced; returns the paths."""
-        with self.lock.shared():
+        with self.lock.shared(), self._device():
             cpu = self.cpu_index()
             if self.metric == "hamming":
                 faiss.write_index_binary(cpu, str(path))

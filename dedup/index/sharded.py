@@ -14,6 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from dedup.config import IndexPlan
 from dedup.errors import InvalidArgument
 from dedup.index.shard import (
     Shard,
@@ -24,7 +25,8 @@ from dedup.index.shard import (
     similarity_to_hamming,
 )
 
-__all__ = ["ShardedIndex", "resolve_factory", "hamming_to_similarity", "similarity_to_hamming"]
+__all__ = ["ShardedIndex", "trained_index", "resolve_factory", "hamming_to_similarity",
+           "similarity_to_hamming"]
 
 AUTO_IVF_MIN = 100_000  # below this, exact search is fast enough and needs no training
 _MAX_TRAIN = 256  # training points per centroid (FAISS's own cap)
@@ -46,7 +48,7 @@ def resolve_factory(factory: str, expected_size: int, n_shards: int, metric: str
     if factory != "auto":
         return factory
     if expected_size < AUTO_IVF_MIN:
-        return "BFlat" if metric == "hamming" else "IDMap2,Flat"
+        return exact_factory(metric)
     per_shard = max(1, expected_size // n_shards)
     nlist = 1 << max(4, round(math.log2(4 * math.sqrt(per_shard))))
     return f"BIVF{nlist}" if metric == "hamming" else f"IVF{nlist},Flat"
@@ -130,7 +132,11 @@ class ShardedIndex:
         self.nprobe = self._nprobe
 
     def add(self, ids: np.ndarray, x: np.ndarray) -> None:
-        """Add vectors under int64 ids (routed by id % n_shards); an existing id is replaced."""
+        """Add vectors under int64 ids (routed by id % n_shards); an existing id is replaced.
+
+        A factory that needs training must be trained first (``train``): adding never trains,
+        so a write can never fail for want of training data.
+        """
         ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
         x = self._vectors(x)
         if len(ids) != len(x):
@@ -139,13 +145,13 @@ class ShardedIndex:
             return
         if (ids < 0).any():
             raise InvalidArgument("ids must be non-negative")
+        if not self.is_trained:
+            raise InvalidArgument(f"{self.factory} is not trained; train it before adding")
         # Within one batch the last occurrence of an id wins, as sequential adds would.
         _, last = np.unique(ids[::-1], return_index=True)
         if len(last) != len(ids):
             keep = np.sort(len(ids) - 1 - last)
             ids, x = ids[keep], x[keep]
-        if not self.is_trained:
-            self.train(x)
         shard_of = ids % self.n_shards
         for i, shard in enumerate(self.shards):
             sel = np.flatnonzero(shard_of == i)
@@ -171,11 +177,6 @@ class ShardedIndex:
             if len(sel):
                 out[sel] = shard.contains(ids[sel])
         return out
-
-    def reset(self) -> None:
-        """Remove every vector; training is kept."""
-        for s in self.shards:
-            s.reset()
 
     # -- search ------------------------------------------------------------------------------
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -241,9 +242,11 @@ class ShardedIndex:
         return np.ascontiguousarray(x, dtype=dtype)
 
     def close(self) -> None:
-        """Stop the search threads."""
+        """Stop the search threads and let go of the shards (GPU memory included)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False)
+            self._pool = None
+        self.shards = []
 
     def __repr__(self) -> str:
         return (f"ShardedIndex(dim={self.dim}, factory={self.factory!r}, metric={self.metric!r}, "
@@ -263,3 +266,34 @@ def _set_nprobe(index, nprobe: int) -> None:
         index.nprobe = nprobe
     elif hasattr(index, "index") and hasattr(faiss.downcast_index(index.index), "nprobe"):
         faiss.downcast_index(index.index).nprobe = nprobe
+
+
+def exact_factory(metric: str) -> str:
+    """The exact-search factory of a metric (needs no training)."""
+    return "BFlat" if metric == "hamming" else "IDMap2,Flat"
+
+
+def trained_index(dim: int, metric: str, plan: IndexPlan, vectors: np.ndarray,
+                  ) -> tuple[ShardedIndex, str]:
+    """An empty sharded index per ``plan``, trained on ``vectors`` when its factory needs it,
+    and a note when it departs from the plan.
+
+    With too few vectors to train on (an empty or young bank) the index is exact search instead
+    and the note says so: ``dedup-build`` trains the planned factory once the bank is big enough.
+    """
+    index = ShardedIndex(dim, plan.factory, plan.n_shards, metric, plan.nprobe, plan.use_gpu,
+                         expected_size=len(vectors), fp16=plan.fp16)
+    if index.is_trained:
+        return index, ""
+    try:
+        if len(vectors) == 0:
+            raise InvalidArgument("no vectors to train on")
+        index.train(vectors)
+        return index, ""
+    except (InvalidArgument, RuntimeError) as e:  # FAISS training errors are RuntimeError
+        planned = index.factory
+        index.close()
+        exact = ShardedIndex(dim, exact_factory(metric), plan.n_shards, metric, plan.nprobe,
+                             plan.use_gpu, fp16=plan.fp16)
+        return exact, (f"{planned} needs training ({e}); serving exact search until "
+                       "dedup-build trains it")

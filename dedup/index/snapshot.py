@@ -13,6 +13,7 @@ fsync root). A crash at any step leaves ``CURRENT`` naming a complete snapshot.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -20,16 +21,20 @@ import re
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterable, Mapping
 
-from dedup.errors import ModelMismatch, NotFound, SnapshotError
+from dedup.errors import NotFound, SnapshotError
 from dedup.index.shard import fsync_dir
 from dedup.index.sharded import ShardedIndex
 
 FORMAT = 1
 _SNAPSHOTS = "snapshots"
 _CURRENT = "CURRENT"
+_LOCK = ".publish.lock"
+_SERVING = "SERVING"
 _MANIFEST = "manifest.json"
 _STALE_TMP_S = 3600.0
 
@@ -63,6 +68,7 @@ class Manifest:
     created_at: float
     op_seq: int
     spaces: dict[str, SpaceManifest]
+    report: dict = field(default_factory=dict)  # how it was built (stage timings, recall)
 
     def to_json(self) -> str:
         """Stable, human-readable JSON."""
@@ -81,7 +87,7 @@ class Manifest:
                 for name, s in d["spaces"].items()
             }
             return cls(int(d["format"]), d["version"], float(d["created_at"]), int(d["op_seq"]),
-                       spaces)
+                       spaces, dict(d.get("report") or {}))
         except (ValueError, KeyError, TypeError) as e:
             raise SnapshotError(f"unreadable manifest: {e}") from e
 
@@ -114,7 +120,7 @@ def _write_synced(path: Path, text: str) -> None:
 
 
 def publish_snapshot(root: Path, indexes: dict[str, ShardedIndex], model_ids: dict[str, str],
-                     op_seq: int) -> Manifest:
+                     op_seq: int, report: dict | None = None) -> Manifest:
     """Write every space's shards as a new snapshot and make it CURRENT, atomically."""
     root = Path(root)
     missing = set(indexes) - set(model_ids)
@@ -138,7 +144,7 @@ def publish_snapshot(root: Path, indexes: dict[str, ShardedIndex], model_ids: di
                 factory=meta["factory"], n_shards=meta["n_shards"], ntotal=meta["ntotal"],
                 files=files, sha256={f: _sha256(tmp / f) for f in files}, nprobe=meta["nprobe"],
             )
-        manifest = Manifest(FORMAT, version, time.time(), int(op_seq), spaces)
+        manifest = Manifest(FORMAT, version, time.time(), int(op_seq), spaces, dict(report or {}))
         _write_synced(tmp / _MANIFEST, manifest.to_json())
         fsync_dir(tmp)
         os.rename(tmp, snaps / version)
@@ -146,14 +152,38 @@ def publish_snapshot(root: Path, indexes: dict[str, ShardedIndex], model_ids: di
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _set_current(root, version)
+    with _publish_lock(root):
+        # Publishers may race (a builder process beside the service): CURRENT only moves to a
+        # newer version (versions sort by op-log position, then time), never back.
+        current = current_version(root)
+        if current is None or version > current or not (snaps / current).is_dir():
+            set_current(root, version)
     return manifest
 
 
-def _set_current(root: Path, version: str) -> None:
-    tmp = root / f"{_CURRENT}.tmp"
-    _write_synced(tmp, version + "\n")
-    os.replace(tmp, root / _CURRENT)
+@contextmanager
+def _publish_lock(root: Path):
+    """An exclusive lock on the snapshot root, across processes (flock)."""
+    with open(Path(root) / _LOCK, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def set_current(root: Path, version: str) -> None:
+    """Point CURRENT at ``version`` atomically (write a temp file, fsync, rename, fsync dir).
+    Rolling back to an older snapshot is this call with the older version."""
+    root = Path(root)
+    if not (root / _SNAPSHOTS / version / _MANIFEST).is_file():
+        raise NotFound(f"no snapshot {version!r} under {root / _SNAPSHOTS}")
+    tmp = root / f"{_CURRENT}.tmp-{secrets.token_hex(4)}"
+    try:
+        _write_synced(tmp, version + "\n")
+        os.replace(tmp, root / _CURRENT)
+    finally:
+        tmp.unlink(missing_ok=True)
     fsync_dir(root)
 
 
@@ -191,34 +221,41 @@ def verify_snapshot(root: Path, manifest: Manifest) -> None:
                 raise SnapshotError(f"snapshot {manifest.version}: checksum mismatch on {f}")
 
 
-def load_snapshot(root: Path, version: str | None = None, use_gpu: bool | None = None,
-                  expect_model_ids: dict[str, str] | None = None
+def load_snapshot(root: Path, version: str | None = None,
+                  placement: Mapping[str, tuple[bool | None, bool]] | None = None,
+                  spaces: Iterable[str] | None = None,
                   ) -> tuple[Manifest, dict[str, ShardedIndex]]:
-    """Verify and load a snapshot (CURRENT by default) into one ShardedIndex per space."""
+    """Verify and load a snapshot (CURRENT by default) into one ShardedIndex per space.
+
+    ``placement`` maps a space to (use_gpu, fp16), the serving config's choice; ``spaces``
+    limits which spaces are loaded (default: all). SnapshotError when any file is damaged.
+    """
     root = Path(root)
     version = version or current_version(root)
     if version is None:
         raise NotFound(f"no snapshot published under {root}")
     manifest = read_manifest(root, version)
-    if expect_model_ids is not None:
-        for name, space in manifest.spaces.items():
-            want = expect_model_ids.get(name)
-            if want is not None and want != space.model_id:
-                raise ModelMismatch(
-                    f"space {name}: snapshot {version} was built with {space.model_id}, "
-                    f"the service runs {want}")
+    wanted = set(manifest.spaces) if spaces is None else set(spaces) & set(manifest.spaces)
     verify_snapshot(root, manifest)
     base = root / _SNAPSHOTS / version
     indexes: dict[str, ShardedIndex] = {}
-    for name, space in manifest.spaces.items():
-        try:
-            index = ShardedIndex.load(base / space.dirname, asdict(space), use_gpu=use_gpu)
-        except RuntimeError as e:  # FAISS read errors
-            raise SnapshotError(f"snapshot {version}, space {name}: {e}") from e
-        if index.ntotal != space.ntotal:
-            raise SnapshotError(f"snapshot {version}, space {name}: {index.ntotal} vectors, "
-                                f"manifest says {space.ntotal}")
-        indexes[name] = index
+    try:
+        for name in sorted(wanted):
+            space = manifest.spaces[name]
+            use_gpu, fp16 = (placement or {}).get(name, (None, False))
+            try:
+                index = ShardedIndex.load(base / space.dirname, asdict(space), use_gpu=use_gpu,
+                                          fp16=fp16)
+            except RuntimeError as e:  # FAISS read errors
+                raise SnapshotError(f"snapshot {version}, space {name}: {e}") from e
+            indexes[name] = index
+            if index.ntotal != space.ntotal:
+                raise SnapshotError(f"snapshot {version}, space {name}: {index.ntotal} vectors, "
+                                    f"manifest says {space.ntotal}")
+    except BaseException:
+        for index in indexes.values():
+            index.close()
+        raise
     return manifest, indexes
 
 
@@ -231,17 +268,44 @@ def list_snapshots(root: Path) -> list[str]:
                   if p.is_dir() and not p.name.startswith(".") and (p / _MANIFEST).exists())
 
 
-def prune_snapshots(root: Path, keep: int = 3) -> list[str]:
-    """Delete all but the newest ``keep`` snapshots (never CURRENT) and stale temp dirs."""
+def prune_snapshots(root: Path, keep: int = 3, protect: Iterable[str] = ()) -> list[str]:
+    """Delete all but the newest ``keep`` snapshots, never CURRENT, the one a service says it
+    serves (``SERVING``) nor ``protect``; returns the versions deleted. Each is renamed aside
+    first (atomic: a reader sees it whole or not at all), under the publish lock."""
     root = Path(root)
-    current = current_version(root)
-    versions = list_snapshots(root)
-    doomed = [v for v in versions[: max(0, len(versions) - keep)] if v != current]
-    for v in doomed:
-        shutil.rmtree(root / _SNAPSHOTS / v)
     snaps = root / _SNAPSHOTS
-    if snaps.is_dir():
-        for p in snaps.iterdir():  # leftovers of a crashed publish, not one in progress
-            if p.name.startswith(".tmp-") and time.time() - p.stat().st_mtime > _STALE_TMP_S:
+    if not snaps.is_dir():
+        return []
+    with _publish_lock(root):
+        spared = {current_version(root), serving_version(root), *protect}
+        versions = list_snapshots(root)
+        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in spared]
+        for v in doomed:
+            trash = snaps / f".trash-{secrets.token_hex(6)}"
+            os.rename(snaps / v, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        for p in snaps.iterdir():  # leftovers of a crashed publish or prune
+            if p.name.startswith(".trash-") or (
+                    p.name.startswith(".tmp-") and time.time() - p.stat().st_mtime > _STALE_TMP_S):
                 shutil.rmtree(p, ignore_errors=True)
     return doomed
+
+
+def mark_serving(root: Path, version: str) -> None:
+    """Record which snapshot a service serves, so a builder process's prune spares it."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{_SERVING}.tmp-{secrets.token_hex(4)}"
+    try:
+        tmp.write_text(version + "\n", encoding="utf-8")
+        os.replace(tmp, root / _SERVING)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def serving_version(root: Path) -> str | None:
+    """The version a service last said it serves, or None."""
+    try:
+        return (Path(root) / _SERVING).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None

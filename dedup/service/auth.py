@@ -16,8 +16,8 @@ import grpc
 
 from dedup.errors import PermissionDenied, Unauthenticated
 from dedup.service.convert import status_for
+from dedup.types import ROLES
 
-ROLES = ("reader", "analyst", "admin")
 _RANK = {role: i for i, role in enumerate(ROLES)}
 
 SERVICE = "/dedup.v1.Dedup/"

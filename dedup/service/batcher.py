@@ -53,10 +53,6 @@ class MicroBatcher(Generic[T, R]):
         self._running: set[asyncio.Task] = set()
         self._closed = False
 
-    @property
-    def queued_items(self) -> int:
-        return self._pending_items
-
     async def submit(self, items: Sequence[T]) -> list[R]:
         """Queue ``items`` for the next batch and wait for their results."""
         if self._closed:

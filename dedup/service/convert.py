@@ -3,16 +3,17 @@ typed errors <-> gRPC status codes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import grpc
 
+from dedup import errors
 from dedup.config import Limits
 from dedup.errors import (DedupError, InvalidArgument, InvalidItem, LimitExceeded, ModelMismatch,
                           NotFound, Overloaded, PermissionDenied, SnapshotError, StoreError,
                           Unauthenticated)
-from dedup.types import Item, Label, LookupResult, Neighbor, Seed, Verdict
+from dedup.types import (AddResult, EngineStats, Item, Label, LookupParams, LookupResult,
+                         Neighbor, Seed, Verdict)
 from dedup.v1 import dedup_pb2 as pb
 
 DEFAULT_TOP_K = 10
@@ -47,17 +48,32 @@ _CODE_ERRORS: dict[grpc.StatusCode, type[DedupError]] = {
 }
 
 
-def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status code and message for an error raised by the core."""
+# Trailing metadata naming the error class, so a client rebuilds the exact typed error where
+# several classes share one status code (ModelMismatch and SnapshotError: FAILED_PRECONDITION).
+ERROR_KIND_KEY = "dedup-error"
+
+
+def status_for(error: BaseException, request_id: str = "") -> tuple[grpc.StatusCode, str]:
+    """The gRPC status code and message for an error raised by the core. An error the core did
+    not raise on purpose is INTERNAL, with the request id and none of its own text (which may
+    hold paths or internals); the server logs it in full under that id."""
     for cls, code in _ERROR_CODES:
         if isinstance(error, cls):
             return code, str(error)
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}"
+    return grpc.StatusCode.INTERNAL, f"internal error (request id {request_id or 'unknown'})"
 
 
-def error_from_status(code: grpc.StatusCode, details: str) -> DedupError:
+def error_kind(error: BaseException) -> str | None:
+    """The class name a client can rebuild, for errors of dedup.errors; None for others."""
+    return type(error).__name__ if isinstance(error, DedupError) else None
+
+
+def error_from_status(code: grpc.StatusCode, details: str, kind: str | None = None) -> DedupError:
     """The typed error for a status a server returned (client side)."""
     cls = _CODE_ERRORS.get(code, DedupError)
+    named = getattr(errors, kind, None) if kind else None
+    if isinstance(named, type) and issubclass(named, DedupError) and named is not LimitExceeded:
+        cls = named
     if code == grpc.StatusCode.INVALID_ARGUMENT and "(limit: " in details:
         reason, _, limit = details.rpartition(" (limit: ")
         err: DedupError = LimitExceeded(reason, limit.rstrip(")"))
@@ -67,8 +83,8 @@ def error_from_status(code: grpc.StatusCode, details: str) -> DedupError:
     return err
 
 
-def item_error_to_proto(error: BaseException) -> pb.ItemError:
-    code, message = status_for(error)
+def item_error_to_proto(error: BaseException, request_id: str = "") -> pb.ItemError:
+    code, message = status_for(error, request_id)
     return pb.ItemError(code=code.value[0], message=message,
                         limit=getattr(error, "limit", None) or "")
 
@@ -79,15 +95,6 @@ def item_error_from_proto(msg: pb.ItemError) -> DedupError:
 
 
 # ------------------------------------------------------------------ requests
-@dataclass(frozen=True)
-class LookupParams:
-    """The search parameters of one Lookup/BatchLookup call (hashable: the batcher groups by it)."""
-
-    top_k: int = DEFAULT_TOP_K
-    labels: tuple[str, ...] | None = None
-    threshold: float | None = None
-
-
 def item_from_proto(msg: pb.Item) -> Item:
     """Empty bytes / empty text mean absent (proto3 has no presence for them)."""
     return Item(image=bytes(msg.image) or None, text=msg.text or None, pdq=msg.pdq or None)
@@ -170,11 +177,11 @@ def lookup_result_from_proto(msg: pb.LookupResponse) -> LookupResult:
 
 
 def batch_results_to_proto(results: Sequence[LookupResult | BaseException], version: str,
-                           ) -> pb.BatchLookupResponse:
+                           request_id: str = "") -> pb.BatchLookupResponse:
     out = pb.BatchLookupResponse(snapshot_version=version)
     for r in results:
         if isinstance(r, BaseException):
-            out.results.add(error=item_error_to_proto(r))
+            out.results.add(error=item_error_to_proto(r, request_id))
         else:
             out.results.add(result=lookup_result_to_proto(r))
     return out
@@ -185,18 +192,19 @@ def batch_results_from_proto(msg: pb.BatchLookupResponse) -> list[LookupResult |
             else item_error_from_proto(r.error) for r in msg.results]
 
 
-def add_results_to_proto(results: Sequence[tuple[int, bool] | BaseException]) -> pb.AddSeedsResponse:
+def add_results_to_proto(results: Sequence[AddResult | BaseException], request_id: str = "",
+                         ) -> pb.AddSeedsResponse:
     out = pb.AddSeedsResponse()
     for r in results:
         if isinstance(r, BaseException):
-            out.results.add(error=item_error_to_proto(r))
+            out.results.add(error=item_error_to_proto(r, request_id))
         else:
-            out.results.add(seed_id=r[0], created=r[1])
+            out.results.add(seed_id=r.seed_id, created=r.created)
     return out
 
 
-def add_results_from_proto(msg: pb.AddSeedsResponse) -> list[tuple[int, bool] | DedupError]:
-    return [(r.seed_id, r.created) if r.WhichOneof("outcome") == "seed_id"
+def add_results_from_proto(msg: pb.AddSeedsResponse) -> list[AddResult | DedupError]:
+    return [AddResult(r.seed_id, r.created) if r.WhichOneof("outcome") == "seed_id"
             else item_error_from_proto(r.error) for r in msg.results]
 
 
@@ -223,19 +231,19 @@ def seed_from_proto(msg: pb.Seed) -> Seed:
     )
 
 
-def stats_to_proto(stats: Mapping) -> pb.StatsResponse:
+def stats_to_proto(stats: EngineStats) -> pb.StatsResponse:
     return pb.StatsResponse(
-        seeds_active=stats["seeds_active"], seeds_removed=stats["seeds_removed"],
-        labels={k: int(v) for k, v in stats["labels"].items()},
-        spaces=[pb.SpaceStats(space=name, model_id=s["model_id"], ntotal=int(s["ntotal"]),
-                              threshold=float(s["threshold"]))
-                for name, s in stats["spaces"].items()],
-        op_seq=max(int(stats["op_seq"]), 0), snapshot_version=stats["snapshot_version"],
+        seeds_active=stats.seeds_active, seeds_removed=stats.seeds_removed,
+        labels={k: int(v) for k, v in stats.labels.items()},
+        spaces=[pb.SpaceStats(space=name, model_id=s.model_id, ntotal=int(s.ntotal),
+                              threshold=float(s.threshold))
+                for name, s in stats.spaces.items()],
+        op_seq=max(int(stats.op_seq), 0), snapshot_version=stats.snapshot_version,
     )
 
 
 def stats_from_proto(msg: pb.StatsResponse) -> dict:
-    """The same dict shape as Engine.stats() (the subset the API carries)."""
+    """Counts, op-log position, snapshot, and per space its model id, size and threshold."""
     return {
         "seeds_active": msg.seeds_active, "seeds_removed": msg.seeds_removed,
         "labels": dict(msg.labels), "op_seq": msg.op_seq, "snapshot_version": msg.snapshot_version,

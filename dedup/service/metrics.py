@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
 import uuid
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
+if TYPE_CHECKING:
+    from dedup.types import EngineStats
+
 log = logging.getLogger("dedup.rpc")
+
+# The id of the RPC being served (the caller's x-request-id, or a new one); set around the
+# handler by MetricsInterceptor, read where an error is logged and reported.
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("dedup_request_id",
+                                                                         default="")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -43,7 +52,7 @@ class Metrics:
         self.batch_size.observe(size)
         self.batch_wait.observe(waited_s)
 
-    def watch_engine(self, stats: Callable[[], dict]) -> None:
+    def watch_engine(self, stats: Callable[[], "EngineStats"]) -> None:
         """Export index sizes and seed counts, read from ``stats()`` at scrape time."""
         self.registry.register(_EngineCollector(stats))
 
@@ -61,7 +70,7 @@ class Metrics:
 
 
 class _EngineCollector:
-    def __init__(self, stats: Callable[[], dict]):
+    def __init__(self, stats: Callable[[], "EngineStats"]):
         self._stats = stats
 
     def collect(self):
@@ -70,15 +79,15 @@ class _EngineCollector:
         except Exception:  # engine not loaded yet or closing: export nothing rather than fail
             return
         ntotal = GaugeMetricFamily("dedup_index_vectors", "vectors in the live index", labels=["space"])
-        for name, sp in s["spaces"].items():
-            ntotal.add_metric([name], sp["ntotal"])
+        for name, sp in s.spaces.items():
+            ntotal.add_metric([name], sp.ntotal)
         yield ntotal
         seeds = GaugeMetricFamily("dedup_seeds", "seeds in the store", labels=["state"])
-        seeds.add_metric(["active"], s["seeds_active"])
-        seeds.add_metric(["removed"], s["seeds_removed"])
+        seeds.add_metric(["active"], s.seeds_active)
+        seeds.add_metric(["removed"], s.seeds_removed)
         yield seeds
         yield GaugeMetricFamily("dedup_op_seq", "op-log position of the live state",
-                                value=max(s["op_seq"], 0))
+                                value=max(s.op_seq, 0))
 
 
 class JsonFormatter(logging.Formatter):
@@ -119,6 +128,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             m.requests.labels(name).inc()
             m.in_flight.inc()
             code = grpc.StatusCode.OK
+            token = current_request_id.set(rid)
             try:
                 await context.send_initial_metadata((("x-request-id", rid),))
                 return await behavior(request, context)
@@ -131,6 +141,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 code = _code_of(context) or grpc.StatusCode.UNKNOWN
                 raise
             finally:
+                current_request_id.reset(token)
                 elapsed = time.perf_counter() - start
                 m.in_flight.dec()
                 m.latency.labels(name).observe(elapsed)

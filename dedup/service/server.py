@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import asdict
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -115,7 +116,7 @@ class DedupServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.ready.set()
         log.info("serving", extra={"snapshot": self.engine.snapshot_version,
-                                   "stats": self.engine.stats()})
+                                   "stats": asdict(self.engine.stats())})
 
     async def wait_loaded(self) -> None:
         """Wait until the engine is loaded (re-raises a load failure)."""

@@ -1,30 +1,38 @@
 """The Dedup servicer: a thin adapter from proto requests to Engine calls.
 
 Engine calls block (model inference, LMDB fsync), so every one runs in the worker pool, never on
-the event loop. Lookups go through the micro-batcher when it is enabled. Typed errors become
-status codes in convert.status_for, the one mapping.
+the event loop. Lookups are prepared, then go through ``Engine.lookup_prepared`` — via the
+micro-batcher when it is enabled, directly otherwise: one lookup path either way. Typed errors
+become status codes in convert.status_for, the one mapping; any other exception is logged with
+the request id and answered INTERNAL with that id and nothing else, and within a batch it fails
+only the item that raised it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
+import logging
 from concurrent.futures import Executor
+
 import grpc
-import numpy as np
 
 from dedup.errors import DedupError, Overloaded
+from dedup.items import Prepared
 from dedup.service import convert
 from dedup.service.auth import current_principal
 from dedup.service.batcher import MicroBatcher
-from dedup.service.convert import LookupParams
-from dedup.types import LookupResult
+from dedup.service.metrics import current_request_id
+from dedup.types import LookupParams, LookupResult
 from dedup.v1 import dedup_pb2 as pb
 from dedup.v1 import dedup_pb2_grpc
 
+log = logging.getLogger("dedup.servicer")
+
 
 def _rpc(method):
-    """Map typed errors to a status (convert.status_for); refuse calls before the engine loads."""
+    """Map errors to a status (convert.status_for); refuse calls before the engine loads."""
 
     @functools.wraps(method)
     async def wrapper(self: "DedupServicer", request, context: grpc.aio.ServicerContext):
@@ -35,8 +43,15 @@ def _rpc(method):
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before start")
         try:
             return await method(self, request, context)
-        except DedupError as e:
-            await context.abort(*convert.status_for(e))
+        except Exception as e:
+            rid = current_request_id.get()
+            if not isinstance(e, DedupError):
+                log.exception("unexpected error", extra={"request_id": rid,
+                                                         "method": method.__name__})
+            kind = convert.error_kind(e)
+            if kind:
+                context.set_trailing_metadata(((convert.ERROR_KIND_KEY, kind),))
+            await context.abort(*convert.status_for(e, rid))
 
     return wrapper
 
@@ -44,19 +59,6 @@ def _rpc(method):
 def _actor() -> str:
     principal = current_principal.get()
     return principal.actor if principal is not None else ""
-
-
-def subset_embedded(embedded, rows: np.ndarray, n: int):
-    """The part of an Engine ``Embedded`` for prepared rows ``rows`` (renumbered 0..len-1)."""
-    pos = np.full(n, -1, dtype=np.int64)
-    pos[rows] = np.arange(len(rows), dtype=np.int64)
-    out = type(embedded)()
-    for space, space_rows in embedded.rows.items():
-        keep = pos[space_rows] >= 0
-        if keep.any():
-            out.rows[space] = pos[space_rows[keep]]
-            out.vectors[space] = np.ascontiguousarray(embedded.vectors[space][keep])
-    return out
 
 
 class DedupServicer(dedup_pb2_grpc.DedupServicer):
@@ -78,7 +80,7 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
         cfg = self._batcher_config
         if cfg is not None and cfg.enabled:
             self._batcher = MicroBatcher(
-                self._run_lookup_batch, self._executor, max_batch=cfg.max_batch,
+                self._lookup_batch, self._executor, max_batch=cfg.max_batch,
                 max_wait_ms=cfg.max_wait_ms, max_queue=cfg.max_queue,
                 max_inflight=cfg.max_inflight,
                 on_batch=self._metrics.observe_batch if self._metrics else None)
@@ -95,48 +97,51 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
         self._waiting += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+            call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+            return await loop.run_in_executor(self._executor, call)
         finally:
             self._waiting -= 1
 
     # ------------------------------------------------------------------ lookups
-    def _run_lookup_batch(self, entries: list[tuple[object, LookupParams]]) -> list[LookupResult]:
-        """Batch worker (in a pool thread): one embedding pass, one search per parameter set."""
-        engine = self.engine
-        prepared = [p for p, _ in entries]
-        embedded = engine.embed(prepared)
-        groups: dict[LookupParams, list[int]] = {}
-        for i, (_, params) in enumerate(entries):
-            groups.setdefault(params, []).append(i)
-        if len(groups) == 1:
-            params = entries[0][1]
-            return engine.search(prepared, embedded, params.top_k, params.labels, params.threshold)
-        out: list[LookupResult | None] = [None] * len(entries)
-        for params, idx in groups.items():
-            rows = np.asarray(idx, dtype=np.int64)
-            sub = subset_embedded(embedded, rows, len(entries))
-            results = engine.search([prepared[i] for i in idx], sub, params.top_k,
-                                    params.labels, params.threshold)
-            for i, r in zip(idx, results):
-                out[i] = r
-        return out  # type: ignore[return-value]
+    def _lookup_batch(self, entries: list[tuple[Prepared, LookupParams]],
+                      ) -> list[LookupResult | Exception]:
+        """Batch worker (in a pool thread). If the batch fails, each item is retried alone so
+        only the item that fails gets the error."""
+        prepared, params = [p for p, _ in entries], [q for _, q in entries]
+        try:
+            return self.engine.lookup_prepared(prepared, params)
+        except Exception:
+            if len(entries) == 1:
+                raise
+        out: list[LookupResult | Exception] = []
+        for p, q in entries:
+            try:
+                out.extend(self.engine.lookup_prepared([p], [q]))
+            except Exception as e:  # reported to this item's caller alone
+                if not isinstance(e, DedupError):
+                    log.exception("lookup of one item failed",
+                                  extra={"request_id": current_request_id.get()})
+                out.append(e)
+        return out
 
-    async def _lookup_items(self, items, params: LookupParams) -> list[LookupResult | DedupError]:
+    async def _lookup_items(self, items, params: LookupParams) -> list[LookupResult | Exception]:
         if self._metrics is not None:
             self._metrics.items.inc(len(items))
-        if self._batcher is None:
-            return await self._call(self.engine.lookup, items, params.top_k, params.labels,
-                                    params.threshold)
         prepared = await self._call(self.engine.prepare, items)
-        good = [p for p in prepared if not isinstance(p, DedupError)]
-        results = iter(await self._batcher.submit([(p, params) for p in good]))
-        return [p if isinstance(p, DedupError) else next(results) for p in prepared]
+        entries = [(p, params) for p in prepared if isinstance(p, Prepared)]
+        if not entries:
+            results = iter(())
+        elif self._batcher is None:
+            results = iter(await self._call(self._lookup_batch, entries))
+        else:
+            results = iter(await self._batcher.submit(entries))
+        return [next(results) if isinstance(p, Prepared) else p for p in prepared]
 
     @_rpc
     async def Lookup(self, request: pb.LookupRequest, context) -> pb.LookupResponse:
         params = convert.lookup_params(request, self.limits)
         (result,) = await self._lookup_items([convert.item_from_proto(request.item)], params)
-        if isinstance(result, DedupError):
+        if isinstance(result, Exception):
             raise result
         return convert.lookup_result_to_proto(result)
 
@@ -146,7 +151,8 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
         params = convert.lookup_params(request, self.limits)
         items = [convert.item_from_proto(x) for x in request.items]
         results = await self._lookup_items(items, params)
-        return convert.batch_results_to_proto(results, self.engine.snapshot_version)
+        return convert.batch_results_to_proto(results, self.engine.snapshot_version,
+                                              current_request_id.get())
 
     # ------------------------------------------------------------------ writes
     @_rpc
@@ -157,7 +163,7 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
         # Returns only after the LMDB commit: the response is the acknowledgement.
         results = await self._call(self.engine.add_seeds, items, labels, source=request.source,
                                    note=request.note, actor=_actor())
-        return convert.add_results_to_proto(results)
+        return convert.add_results_to_proto(results, current_request_id.get())
 
     @_rpc
     async def RemoveSeeds(self, request: pb.RemoveSeedsRequest, context) -> pb.RemoveSeedsResponse:
