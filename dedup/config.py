@@ -83,6 +83,12 @@ class SpaceConfig(_Strict):
     index: IndexPlan = IndexPlan()
     threshold: float = 0.9  # global similarity threshold for this space
     label_thresholds: dict[str, float] = Field(default_factory=dict)  # per-label overrides
+    # For seeds added by a shared hash (a partner's PDQ), whose image was hashed elsewhere: the
+    # threshold partners agree on (PDQ's customary Hamming distance 31 is 1 - 31/256).
+    partner_threshold: float | None = None
+    # Hash spaces with a quality score (PDQ): an image whose hash is below this quality is
+    # neither indexed as a seed nor matched as a query (ThreatExchange's guidance: 50).
+    min_quality: int | None = Field(default=None, ge=0, le=100)
 
     @model_validator(mode="before")
     @classmethod

@@ -122,8 +122,8 @@ class Engine:
                                     | {i for i in exact_ids if i is not None})
         searched = tuple(embedded.rows)
         results = []
-        for p, h, exact_id in zip(params, hits, exact_ids):
-            h = _top_k_per_space(h, p.top_k)
+        for row, (p, h, exact_id) in enumerate(zip(params, hits, exact_ids)):
+            h = _best_hits(h, p.top_k)
             exact = seeds.get(exact_id) if exact_id is not None else None
             verdicts, neighbors = propagate(h, seeds, self._thresholds.with_override(p.threshold),
                                             exact, p.labels)
@@ -133,6 +133,7 @@ class Engine:
                 exact_match=exact.seed_id if exact is not None and not exact.removed else None,
                 snapshot_version=version,
                 spaces=searched,
+                hashes=tuple(embedded.hashes.get(row, ())),
             ))
         return results
 
@@ -153,7 +154,7 @@ class Engine:
             embeddings={n: v for n in self.spaces if (v := embedded.vector(n, j)) is not None},
             source=source, note=note,
             content=p.raw_image if self.config.store.keep_content else None,
-            text=p.text, actor=actor,
+            text=p.text, actor=actor, hash_only=bool(p.hashes) and p.image is None,
         ) for j, (_, p) in enumerate(good)]
         with self.live.writing():
             ids = self.store.add_seeds(new)  # commit + fsync: from here the write is acknowledged
@@ -221,13 +222,17 @@ def _vectors_by_space(ids: Sequence[tuple[int, bool]], seeds: Sequence[NewSeed],
     return {name: (np.asarray(i, dtype=np.int64), np.stack(v)) for name, (i, v) in per_space.items()}
 
 
-def _top_k_per_space(hits: list[tuple[str, int, float]], k: int) -> list[tuple[str, int, float]]:
-    """The first ``k`` hits of each space (each space's hits come best first)."""
-    seen: dict[str, int] = {}
+def _best_hits(hits: list[tuple[str, int, float]], k: int) -> list[tuple[str, int, float]]:
+    """Each seed once per space at its best score (an item may search with several vectors
+    per space), and at most ``k`` seeds per space, best first."""
+    per_space: dict[str, int] = {}
+    seen: set[tuple[str, int]] = set()
     out = []
-    for hit in hits:
-        n = seen.get(hit[0], 0)
-        if n < k:
-            out.append(hit)
-            seen[hit[0]] = n + 1
+    for hit in sorted(hits, key=lambda h: -h[2]):
+        key = (hit[0], hit[1])
+        if key in seen or per_space.get(hit[0], 0) >= k:
+            continue
+        seen.add(key)
+        per_space[hit[0]] = per_space.get(hit[0], 0) + 1
+        out.append(hit)
     return out

@@ -38,6 +38,9 @@ class Prepared:
     sha256: str
     raw_image: bytes | None = None
     hashes: Mapping[str, np.ndarray] = field(default_factory=dict)
+    # The first frame as stored: its own mode, EXIF orientation not applied. Spaces that must
+    # hash an image exactly as other implementations do (PDQ) start from this, not ``image``.
+    original: Image.Image | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -57,7 +60,7 @@ def prepare_item(item: Item, limits: Limits, parsers: HashParsers) -> Prepared:
         raise InvalidItem("item has neither image nor text nor pdq hash")
     if hashes and item.image is not None:
         raise InvalidItem(f"give an image or its {' / '.join(hashes)} hash, not both")
-    image = decode_image(item.image, limits) if item.image is not None else None
+    original, image = decode_image_both(item.image, limits) if item.image is not None else (None, None)
     text = normalize_text(item.text, limits) if item.text is not None else None
     codes: dict[str, np.ndarray] = {}
     for fmt, value in hashes.items():
@@ -72,7 +75,7 @@ def prepare_item(item: Item, limits: Limits, parsers: HashParsers) -> Prepared:
         (fmt, space), = ((f, parsers[f][0]) for f in hashes)
         sha = hashlib.sha256(f"{fmt}:".encode() + codes[space].tobytes()
                              + text_sha.encode()).hexdigest()
-    return Prepared(image, text, sha, item.image, codes)
+    return Prepared(image, text, sha, item.image, codes, original)
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 
@@ -112,6 +115,12 @@ def _sniff_format(data: bytes) -> str:
 
 def decode_image(data: bytes, limits: Limits) -> Image.Image:
     """Decode JPEG/PNG/WebP/GIF(first frame) bytes to an upright RGB image within ``limits``."""
+    return decode_image_both(data, limits)[1]
+
+
+def decode_image_both(data: bytes, limits: Limits) -> tuple[Image.Image, Image.Image]:
+    """Decode within ``limits`` to (the first frame as stored, in its own mode and orientation;
+    the same upright, in RGB with transparency flattened onto white)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InvalidItem(f"image must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -139,14 +148,14 @@ def decode_image(data: bytes, limits: Limits) -> Image.Image:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # animated GIF/WebP: the first frame stands for the item
         img.load()
-        img = ImageOps.exif_transpose(img)
+        upright = ImageOps.exif_transpose(img)
     except Image.DecompressionBombError as e:
         raise LimitExceeded(
             f"image too large to decode: {e}", limit=f"max_image_pixels={limits.max_image_pixels}"
         ) from e
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as e:
         raise InvalidItem(f"cannot decode {fmt} pixels: corrupt or truncated ({e})") from e
-    return _to_rgb(img)
+    return img, _to_rgb(upright)
 
 
 def _check_size(width: int, height: int, limits: Limits) -> None:

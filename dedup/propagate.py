@@ -24,8 +24,13 @@ class Thresholds:
 
     per_space: Mapping[str, float]
     per_label: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    partner: Mapping[str, float] = field(default_factory=dict)  # hash-only seeds, per space
 
-    def get(self, space: str, label: str) -> float:
+    def get(self, space: str, label: str, hash_only: bool = False) -> float:
+        """The threshold for a neighbour in ``space`` carrying ``label``: the partner threshold
+        for a hash-only seed where the space has one, else the label's, else the space's."""
+        if hash_only and space in self.partner:
+            return self.partner[space]
         overrides = self.per_label.get(space)
         if overrides and label in overrides:
             return overrides[label]
@@ -37,8 +42,9 @@ class Thresholds:
             return self
         if isinstance(threshold, Mapping):
             return Thresholds({**self.per_space, **threshold}, {
-                s: v for s, v in self.per_label.items() if s not in threshold})
-        return Thresholds({s: float(threshold) for s in self.per_space}, {})
+                s: v for s, v in self.per_label.items() if s not in threshold},
+                {s: v for s, v in self.partner.items() if s not in threshold})
+        return Thresholds({s: float(threshold) for s in self.per_space}, {}, {})
 
 
 def propagate(
@@ -81,7 +87,7 @@ def propagate(
         n = Neighbor(seed_id, space, float(score), seed.labels)
         neighbors.append(n)
         for label in seed.labels:
-            consider(n, label, float(score) - thresholds.get(space, label.name))
+            consider(n, label, float(score) - thresholds.get(space, label.name, seed.hash_only))
 
     verdicts = []
     for name, (margin, score) in best.items():

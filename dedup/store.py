@@ -78,6 +78,7 @@ class NewSeed:
     content: bytes | None = None
     text: str | None = None
     actor: str = ""
+    hash_only: bool = False  # added by a shared hash, not by its content
 
 
 def _check_new(seed: NewSeed) -> None:
@@ -103,6 +104,7 @@ def _record(seed: Seed) -> bytes:
             "r": seed.removed,
             "ra": seed.removed_at,
             "t": seed.text,
+            **({"ho": True} if seed.hash_only else {}),
         }
     )
 
@@ -121,6 +123,7 @@ def _seed(seed_id: int, raw: bytes) -> Seed:
         removed=d["r"],
         removed_at=d["ra"],
         text=d["t"],
+        hash_only=d.get("ho", False),
     )
 
 
@@ -613,6 +616,7 @@ class SeedStore(_Reads):
                     modalities=tuple(s.modalities),
                     has_content=s.content is not None,
                     text=s.text,
+                    hash_only=s.hash_only,
                 )
                 txn.put(key, _record(seed), db=self._db[b"seeds"], append=True)
                 txn.put(sha.encode(), key, db=sha_db)

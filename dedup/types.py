@@ -65,6 +65,7 @@ class Seed:
     removed: bool = False
     removed_at: float | None = None
     text: str | None = None  # normalised text, kept for text seeds
+    hash_only: bool = False  # added by a shared hash (a partner's PDQ), not by its content
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -125,6 +126,22 @@ class OpEntry:
 
 
 @dataclass(frozen=True)
+class QueryHash:
+    """A shareable hash (PDQ) computed from the queried item, and whether it took part.
+
+    A hash below its space's ``min_quality`` says little about the image and is not used to
+    match; ``note`` says why. An image may give several (one per decoding other
+    implementations use); any of them may match.
+    """
+
+    space: str
+    hash: str  # the format's text form (PDQ: 64 hex digits)
+    quality: int
+    used: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class LookupResult:
     """What one lookup of one item returns."""
 
@@ -133,6 +150,7 @@ class LookupResult:
     exact_match: int | None  # seed id of an exact sha256 match
     snapshot_version: str = ""
     spaces: tuple[str, ...] = field(default=())
+    hashes: tuple[QueryHash, ...] = field(default=())
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -24,8 +25,14 @@ class Embedder(Protocol):
     ``metric`` is ``"ip"`` (float32 rows of unit L2 norm, ``dim`` floats; similarity = cosine)
     or ``"hamming"`` (packed uint8 bits, ``dim`` bits = ``dim // 8`` bytes; similarity =
     ``1 - hamming / dim``). A space whose vectors are a shareable hash (PDQ) also has
-    ``hash_format`` (the name callers use for it) and ``parse_hash(text) -> code``, as
-    ThreatExchange's signal types own their hash formats: nothing else names a space.
+    ``hash_format`` (the name callers use for it), ``parse_hash(text) -> code`` and
+    ``format_hash(code) -> text``, as ThreatExchange's signal types own their hash formats:
+    nothing else names a space.
+
+    Optional, for hashes that must equal other implementations': ``image_input = "original"``
+    (take the first frame as stored, not the upright RGB image) and ``embed_views(images) ->
+    Views`` (one or more vectors per image, each with a quality; the first is the one a seed
+    keeps).
     """
 
     space: str
@@ -42,6 +49,19 @@ class Embedder(Protocol):
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, dim) float32, C-contiguous, rows of unit L2 norm. Texts are normalised."""
         ...
+
+
+@dataclass(frozen=True)
+class Views:
+    """Vectors of a batch of images, one or more per image, each with a quality (0..100).
+
+    ``rows[i]`` is the image vector ``i`` belongs to; an image's vectors are contiguous and its
+    first is its primary (what a seed stores). An image may have none (nothing to hash).
+    """
+
+    vectors: np.ndarray  # (m, width)
+    rows: np.ndarray  # (m,) int64
+    quality: np.ndarray  # (m,) int32
 
 
 def hash_format(embedder: Embedder) -> str | None:

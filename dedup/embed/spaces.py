@@ -17,11 +17,11 @@ import numpy as np
 
 from dedup.config import Config, Limits, SpaceConfig
 from dedup.embed import create_embedder
-from dedup.embed.base import METRICS, Embedder, hash_format
+from dedup.embed.base import METRICS, Embedder, Views, hash_format
 from dedup.errors import DedupError, InvalidArgument, InvalidItem
 from dedup.items import HashParsers, Prepared, prepare_item
 from dedup.propagate import Thresholds
-from dedup.types import Item
+from dedup.types import Item, QueryHash
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,12 @@ def open_spaces(config: Config, embedders: Mapping[str, Embedder] | None = None)
 
 
 def thresholds(spaces: Mapping[str, Space]) -> Thresholds:
-    """The configured similarity thresholds, per space and per (space, label)."""
+    """The configured similarity thresholds: per space, per (space, label), and per space for
+    hash-only (partner) seeds."""
     return Thresholds({n: s.config.threshold for n, s in spaces.items()},
-                      {n: dict(s.config.label_thresholds) for n, s in spaces.items()})
+                      {n: dict(s.config.label_thresholds) for n, s in spaces.items()},
+                      {n: s.config.partner_threshold for n, s in spaces.items()
+                       if s.config.partner_threshold is not None})
 
 
 def hash_parsers(spaces: Mapping[str, Space]) -> HashParsers:
@@ -102,10 +105,13 @@ def prepare(spaces: Mapping[str, Space], items: Sequence[Item], limits: Limits,
 
 @dataclass
 class Embedded:
-    """Per space: which prepared rows were embedded, and their vectors (row order)."""
+    """Per space: which prepared rows were embedded, and their vectors. A row may have several
+    vectors in a space (its first is its primary) or none; ``hashes`` reports, per prepared
+    row, the shareable hashes computed from it and whether each is used."""
 
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    hashes: dict[int, list[QueryHash]] = field(default_factory=dict)
 
     def vector(self, space: str, row: int) -> np.ndarray | None:
         """The vector of prepared row ``row`` in ``space``, or None when it has none there."""
@@ -128,15 +134,37 @@ def embed(spaces: Mapping[str, Space], prepared: Sequence[Prepared]) -> Embedded
                     if p.text is not None and "text" in mods and i not in taken]
         parts, rows = [], []
         if img_rows:
-            parts.append(space.embedder.embed_images([prepared[i].image for i in img_rows]))
-            rows += img_rows
+            vectors, vec_rows = _embed_images(name, space, [prepared[i] for i in img_rows], result,
+                                              np.asarray(img_rows, dtype=np.int64))
+            parts.append(vectors)
+            rows.append(vec_rows)
         if given:
             parts.append(np.stack([prepared[i].hashes[name] for i in given]))
-            rows += given
+            rows.append(np.asarray(given, dtype=np.int64))
         if txt_rows:
             parts.append(space.embedder.embed_texts([prepared[i].text for i in txt_rows]))
-            rows += txt_rows
-        if rows:
-            result.rows[name] = np.asarray(rows, dtype=np.int64)
+            rows.append(np.asarray(txt_rows, dtype=np.int64))
+        all_rows = np.concatenate(rows) if rows else np.empty(0, np.int64)
+        if len(all_rows):
+            result.rows[name] = all_rows
             result.vectors[name] = np.ascontiguousarray(np.concatenate(parts))
     return result
+
+
+def _embed_images(name: str, space: Space, items: Sequence[Prepared], result: Embedded,
+                  rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of the items' images in one space, and the prepared row of each."""
+    emb = space.embedder
+    original = getattr(emb, "image_input", "upright") == "original"
+    images = [p.original if original else p.image for p in items]
+    if not hasattr(emb, "embed_views"):
+        return emb.embed_images(images), rows
+    views: Views = emb.embed_views(images)
+    floor = space.config.min_quality
+    used = views.quality >= floor if floor is not None else np.ones(len(views.rows), bool)
+    if hash_format(emb) is not None:
+        for code, row, quality, ok in zip(views.vectors, views.rows, views.quality, used):
+            note = "" if ok else f"quality {int(quality)} below min_quality {floor}: not used to match"
+            result.hashes.setdefault(int(rows[row]), []).append(
+                QueryHash(name, emb.format_hash(code), int(quality), bool(ok), note))
+    return views.vectors[used], rows[views.rows[used]]

@@ -13,7 +13,7 @@ from dedup.errors import (DedupError, InvalidArgument, InvalidItem, LimitExceede
                           NotFound, Overloaded, PermissionDenied, SnapshotError, StoreError,
                           Unauthenticated)
 from dedup.types import (AddResult, EngineStats, Item, Label, LookupParams, LookupResult,
-                         Neighbor, Seed, Verdict)
+                         Neighbor, QueryHash, Seed, Verdict)
 from dedup.v1 import dedup_pb2 as pb
 
 DEFAULT_TOP_K = 10
@@ -160,6 +160,8 @@ def lookup_result_to_proto(r: LookupResult) -> pb.LookupResponse:
         neighbors=[neighbor_to_proto(n) for n in r.neighbors],
         snapshot_version=r.snapshot_version,
         spaces=list(r.spaces),
+        hashes=[pb.QueryHash(space=h.space, hash=h.hash, quality=h.quality, used=h.used,
+                             note=h.note) for h in r.hashes],
     )
     if r.exact_match is not None:
         msg.exact_match = r.exact_match
@@ -173,6 +175,7 @@ def lookup_result_from_proto(msg: pb.LookupResponse) -> LookupResult:
         exact_match=msg.exact_match if msg.HasField("exact_match") else None,
         snapshot_version=msg.snapshot_version,
         spaces=tuple(msg.spaces),
+        hashes=tuple(QueryHash(h.space, h.hash, h.quality, h.used, h.note) for h in msg.hashes),
     )
 
 
@@ -212,7 +215,7 @@ def seed_to_proto(s: Seed) -> pb.Seed:
     msg = pb.Seed(
         seed_id=s.seed_id, labels=[label_to_proto(x) for x in s.labels], source=s.source,
         note=s.note, created_at=s.created_at, sha256=s.sha256, modalities=list(s.modalities),
-        has_content=s.has_content, removed=s.removed,
+        has_content=s.has_content, removed=s.removed, hash_only=s.hash_only,
     )
     if s.removed_at is not None:
         msg.removed_at = s.removed_at
@@ -228,6 +231,7 @@ def seed_from_proto(msg: pb.Seed) -> Seed:
         modalities=tuple(msg.modalities), has_content=msg.has_content, removed=msg.removed,
         removed_at=msg.removed_at if msg.HasField("removed_at") else None,
         text=msg.text if msg.HasField("text") else None,
+        hash_only=msg.hash_only,
     )
 
 

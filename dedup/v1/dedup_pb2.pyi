@@ -67,18 +67,34 @@ class LookupRequest(_message.Message):
     def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., top_k: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("verdicts", "neighbors", "exact_match", "snapshot_version", "spaces")
+    __slots__ = ("verdicts", "neighbors", "exact_match", "snapshot_version", "spaces", "hashes")
     VERDICTS_FIELD_NUMBER: _ClassVar[int]
     NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
     EXACT_MATCH_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_VERSION_FIELD_NUMBER: _ClassVar[int]
     SPACES_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
     verdicts: _containers.RepeatedCompositeFieldContainer[Verdict]
     neighbors: _containers.RepeatedCompositeFieldContainer[Neighbor]
     exact_match: int
     snapshot_version: str
     spaces: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ..., neighbors: _Optional[_Iterable[_Union[Neighbor, _Mapping]]] = ..., exact_match: _Optional[int] = ..., snapshot_version: _Optional[str] = ..., spaces: _Optional[_Iterable[str]] = ...) -> None: ...
+    hashes: _containers.RepeatedCompositeFieldContainer[QueryHash]
+    def __init__(self, verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ..., neighbors: _Optional[_Iterable[_Union[Neighbor, _Mapping]]] = ..., exact_match: _Optional[int] = ..., snapshot_version: _Optional[str] = ..., spaces: _Optional[_Iterable[str]] = ..., hashes: _Optional[_Iterable[_Union[QueryHash, _Mapping]]] = ...) -> None: ...
+
+class QueryHash(_message.Message):
+    __slots__ = ("space", "hash", "quality", "used", "note")
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    space: str
+    hash: str
+    quality: int
+    used: bool
+    note: str
+    def __init__(self, space: _Optional[str] = ..., hash: _Optional[str] = ..., quality: _Optional[int] = ..., used: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
 
 class BatchLookupRequest(_message.Message):
     __slots__ = ("items", "top_k", "labels", "threshold")
@@ -173,7 +189,7 @@ class RelabelSeedResponse(_message.Message):
     def __init__(self, seed: _Optional[_Union[Seed, _Mapping]] = ...) -> None: ...
 
 class Seed(_message.Message):
-    __slots__ = ("seed_id", "labels", "source", "note", "created_at", "sha256", "modalities", "has_content", "removed", "removed_at", "text")
+    __slots__ = ("seed_id", "labels", "source", "note", "created_at", "sha256", "modalities", "has_content", "removed", "removed_at", "text", "hash_only")
     SEED_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +201,7 @@ class Seed(_message.Message):
     REMOVED_FIELD_NUMBER: _ClassVar[int]
     REMOVED_AT_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    HASH_ONLY_FIELD_NUMBER: _ClassVar[int]
     seed_id: int
     labels: _containers.RepeatedCompositeFieldContainer[Label]
     source: str
@@ -196,7 +213,8 @@ class Seed(_message.Message):
     removed: bool
     removed_at: float
     text: str
-    def __init__(self, seed_id: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., source: _Optional[str] = ..., note: _Optional[str] = ..., created_at: _Optional[float] = ..., sha256: _Optional[str] = ..., modalities: _Optional[_Iterable[str]] = ..., has_content: _Optional[bool] = ..., removed: _Optional[bool] = ..., removed_at: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
+    hash_only: bool
+    def __init__(self, seed_id: _Optional[int] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., source: _Optional[str] = ..., note: _Optional[str] = ..., created_at: _Optional[float] = ..., sha256: _Optional[str] = ..., modalities: _Optional[_Iterable[str]] = ..., has_content: _Optional[bool] = ..., removed: _Optional[bool] = ..., removed_at: _Optional[float] = ..., text: _Optional[str] = ..., hash_only: _Optional[bool] = ...) -> None: ...
 
 class GetSeedRequest(_message.Message):
     __slots__ = ("seed_id",)
