@@ -1,6 +1,6 @@
 """The ``dedup`` console command. ``dedup serve`` with no config serves the demo seed bank.
 
-Exit codes: 0 clean shutdown, 2 bad arguments or config, 1 any other failure.
+Exit codes: 0 clean shutdown, 2 bad arguments or config or a port in use, 1 any other failure.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from dedup.errors import DedupError, InvalidArgument
@@ -82,13 +83,23 @@ def main(argv: list[str] | None = None) -> int:
     except (InvalidArgument, OSError) as e:
         log.error("bad config: %s", e)
         return 2
-    from dedup.service.server import serve
+    from dedup.service.server import PortInUse, StartupCancelled, serve
 
     try:
-        asyncio.run(serve(config))
+        drained = asyncio.run(serve(config))
+    except PortInUse as e:
+        log.error("%s", e)
+        return 2
+    except StartupCancelled:
+        return 0
     except DedupError as e:
         log.error("%s: %s", type(e).__name__, e)
         return 1
+    if not drained:
+        # Engine calls outlived the grace: leave without waiting for them (as a crash would;
+        # nothing unacknowledged is kept, nothing acknowledged is lost).
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

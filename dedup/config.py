@@ -36,6 +36,19 @@ class Limits(_Strict):
     max_top_k: int = 100
     max_page_size: int = 1000  # seeds per ListSeeds page
     max_message_bytes: int = 64 * 1024 * 1024
+    # Free-text fields of writes, kept in the op log and the seed record.
+    max_reason_chars: int = 1000
+    max_note_chars: int = 4000
+    max_source_chars: int = 512
+
+    def check_text(self, field: str, value: str) -> None:
+        """Refuse a free-text field (``reason``, ``note``, ``source``) over its limit."""
+        limit = getattr(self, f"max_{field}_chars")
+        if not isinstance(value, str):
+            raise InvalidArgument(f"{field} must be a string")
+        if len(value) > limit:
+            raise LimitExceeded(f"{field} of {len(value)} characters",
+                                limit=f"max_{field}_chars={limit}")
 
     def check_batch(self, n: int) -> None:
         """Refuse an empty call or one over max_batch_items."""
@@ -128,13 +141,38 @@ class TlsConfig(_Strict):
     client_ca_file: str | None = None  # set -> mTLS: clients must present a cert signed by it
 
 
+class MetricsConfig(_Strict):
+    """Who may read the Prometheus endpoint: loopback only unless a host is configured, with
+    optional TLS and HTTP basic auth (the password kept as its sha256 hex digest)."""
+
+    host: str = "127.0.0.1"
+    cert_file: str | None = None
+    key_file: str | None = None
+    basic_auth_user: str | None = None
+    basic_auth_sha256: str | None = None
+
+
+class TokenSpec(_Strict):
+    """What a bearer token stands for: a role, and the name the audit trail records."""
+
+    role: Role
+    name: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9._@+-]{0,63})?$")
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int | None = 9464  # None disables the Prometheus endpoint
+    metrics: MetricsConfig = MetricsConfig()
     workers: int = 4  # threads for embedding and search
     grace_s: float = 10.0
-    tokens: dict[str, Role] = Field(default_factory=dict)
+    # Long-lived calls that need no token (health Watch, reflection streams) share this budget,
+    # apart from the API's own bounds, so anonymous streams can never starve tokened calls.
+    max_public_streams: int = Field(default=64, ge=1)
+    max_streams_per_connection: int = Field(default=128, ge=1)
+    # token -> role, or token -> {role, name}: ``{ "tok" = { role = "analyst", name = "alice" } }``.
+    # A token without a name is recorded as ``<role>:<first 8 hex digits of its sha256>``.
+    tokens: dict[str, Role | TokenSpec] = Field(default_factory=dict)
     allow_anonymous_reader: bool = False
     tls: TlsConfig = TlsConfig()
 
@@ -168,14 +206,20 @@ def default_spaces() -> dict[str, SpaceConfig]:
     return {name: SpaceConfig.model_validate(space) for name, space in raw["spaces"].items()}
 
 
-def parse_tokens(spec: str) -> dict[str, str]:
-    """``token:role,token:role`` (the DEDUP_AUTH_TOKENS format) -> {token: role}."""
-    out: dict[str, str] = {}
+def parse_tokens(spec: str) -> dict[str, str | dict[str, str]]:
+    """``token:role[:name],...`` (the DEDUP_AUTH_TOKENS format) -> {token: role} for entries
+    without a name, {token: {"role": role, "name": name}} for those with one."""
+    out: dict[str, str | dict[str, str]] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
-        token, sep, role = part.rpartition(":")
-        if not sep or not token or role not in ROLES:
-            raise InvalidArgument(f"bad token entry {part!r}: want token:{'|'.join(ROLES)}")
-        out[token] = role
+        head, sep, last = part.rpartition(":")
+        if sep and head and last in ROLES:
+            out[head] = last
+            continue
+        token, sep2, role = head.rpartition(":")
+        if not (sep and sep2 and token and role in ROLES and last):
+            raise InvalidArgument(
+                f"bad token entry {part!r}: want token:{'|'.join(ROLES)}[:name]")
+        out[token] = {"role": role, "name": last}
     return out
 
 

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
+import hashlib
+import hmac
 import json
 import logging
+import ssl
+import threading
 import time
 import uuid
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 from typing import TYPE_CHECKING, Callable
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 
 if TYPE_CHECKING:
     from dedup.types import EngineStats
@@ -56,9 +63,20 @@ class Metrics:
         """Export index sizes and seed counts, read from ``stats()`` at scrape time."""
         self.registry.register(_EngineCollector(stats))
 
-    def serve_http(self, host: str, port: int) -> int:
-        """Start the /metrics endpoint on its own port; returns the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve_http(self, host: str, port: int, cert_file: str | None = None,
+                   key_file: str | None = None,
+                   basic_auth: tuple[str, str] | None = None) -> int:
+        """Start the /metrics endpoint on its own port (TLS with cert and key; HTTP basic auth
+        with (user, sha256 hex of the password)); returns the bound port. OSError if taken."""
+        app = make_wsgi_app(self.registry)
+        if basic_auth is not None:
+            app = _basic_auth(app, *basic_auth)
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        if cert_file and key_file:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert_file, key_file)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         self._http = server
         return server.server_address[1]
 
@@ -67,6 +85,35 @@ class Metrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args) -> None:  # scrapes every few seconds: not log-worthy
+        pass
+
+
+def _basic_auth(app, user: str, password_sha256: str):
+    """Wrap a WSGI app: 401 unless HTTP basic auth gives ``user`` and a password whose sha256
+    hex digest is ``password_sha256`` (compared in constant time)."""
+    want = f"{user}:{password_sha256.lower()}".encode()
+
+    def checked(environ, start_response):
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        ok = False
+        if header.startswith("Basic "):
+            try:
+                name, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                got = f"{name}:{hashlib.sha256(password.encode()).hexdigest()}".encode()
+                ok = hmac.compare_digest(got, want)
+            except (ValueError, UnicodeDecodeError):
+                ok = False
+        if not ok:
+            start_response("401 Unauthorized", [("WWW-Authenticate", 'Basic realm="dedup"'),
+                                                ("Content-Type", "text/plain")])
+            return [b"authentication required\n"]
+        return app(environ, start_response)
+
+    return checked
 
 
 class _EngineCollector:
