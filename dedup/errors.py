@@ -41,7 +41,11 @@ class SnapshotError(DedupError):
 
 
 class StoreError(DedupError):
-    """The LMDB store failed (disk full, corrupted). Operator must act."""
+    """The LMDB store failed (corrupted, unreadable). Operator must act."""
+
+
+class StorageFull(StoreError):
+    """The disk under the store is full: nothing was written; retry after space is freed."""
 
 
 class Overloaded(DedupError):

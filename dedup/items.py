@@ -145,8 +145,8 @@ def decode_image_both(data: bytes, limits: Limits) -> tuple[Image.Image, Image.I
     width, height = img.size
     _check_size(width, height, limits)
     try:
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)  # animated GIF/WebP: the first frame stands for the item
+        # An animated GIF/WebP opens on its first frame, which stands for the item; its frames
+        # are never counted (``n_frames`` walks the whole file: seconds for 200,000 frames).
         img.load()
         upright = ImageOps.exif_transpose(img)
     except Image.DecompressionBombError as e:

@@ -256,3 +256,23 @@ def test_match_form_folds_lookalikes_and_drops_symbols_but_keeps_symbol_only_tex
     assert match_form("ρayρal — lοgin") == "paypal login"
     assert match_form("🔥🔥🔥") == "🔥🔥🔥"
     assert match_form("日本語のテキスト。") == "日本語のテキスト"
+
+
+def _gif_with_frames(n: int, tail: bytes = b"") -> bytes:
+    """A 64x64 GIF whose first frame is real, then ``n`` 1x1 frames, then ``tail``."""
+    buf = io.BytesIO()
+    first = Image.new("P", (64, 64), 1)
+    first.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    first.save(buf, "GIF")
+    body = buf.getvalue()[:-1]  # drop the trailer
+    frame = (bytes([0x21, 0xF9, 4, 0, 1, 0, 0, 0]) + bytes([0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0])
+             + bytes([2, 2, 0x4C, 0x01, 0]))
+    return body + frame * n + tail + b"\x3B"
+
+
+def test_an_animation_is_its_first_frame_and_its_frames_are_never_walked():
+    many = _gif_with_frames(200_000)  # 4.6 MB: within the byte limit
+    assert decode_image(many, Limits()).size == (64, 64)
+    # frames after the first are corrupt: walking them (counting frames) would fail
+    broken_tail = _gif_with_frames(2, tail=b"\x2C\xff\xff\x00garbage")
+    assert decode_image(broken_tail, Limits()).size == (64, 64)

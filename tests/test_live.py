@@ -223,3 +223,30 @@ def test_lookups_never_see_a_missing_seed_or_stall_during_writes_reloads_and_reb
     assert max(latencies) < 10.0, f"a lookup stalled {max(latencies):.1f} s ({counts})"
     print(f"counts {counts}, lookup p50 {np.median(latencies) * 1000:.0f} ms, "
           f"max {max(latencies) * 1000:.0f} ms")
+
+
+def test_retention_keeps_the_newest_snapshots_and_start_clears_leftovers(tmp_path, embedders):
+    import subprocess
+
+    from dedup.index.snapshot import list_snapshots
+
+    cfg = pdq_config(tmp_path)
+    hexes = random_hashes(12, 10)
+    with Engine.open(cfg, embedders=embedders) as eng:
+        versions = []
+        for h in hexes[:8]:
+            eng.add_seeds([Item(pdq=h)], [BANK])
+            versions.append(eng.publish_snapshot())
+        assert list_snapshots(eng.live.root) == versions[-3:]  # keep 3 (the newest serves)
+        root = eng.live.root
+    dead = subprocess.Popen(["true"])  # a process that has exited: its pid is free
+    dead.wait()
+    leftovers = [root / "snapshots" / f".tmp-{dead.pid}-abcdef012345",
+                 root / "snapshots" / ".trash-0123456789ab"]
+    alive = root / "snapshots" / f".tmp-{__import__('os').getpid()}-fedcba987654"
+    for d in leftovers + [alive]:
+        (d / "sub").mkdir(parents=True)
+    with Engine.open(cfg, embedders=embedders) as eng:
+        assert not any(d.exists() for d in leftovers)  # a killed publish's temp dir, a trash
+        assert alive.exists()  # a publish still running in a live process is left alone
+        assert found(eng, hexes[:8]) == list(range(1, 9))

@@ -116,6 +116,7 @@ class LiveIndex:
             live._replay(indexes.indexes, covered)
             live._install(indexes)
         live._log_state("opened")
+        live.prune()  # leftovers of killed publishes and builds, and snapshots past retention
         return live
 
     # ------------------------------------------------------------------ reading

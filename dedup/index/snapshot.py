@@ -129,7 +129,7 @@ def publish_snapshot(root: Path, indexes: dict[str, ShardedIndex], model_ids: di
     snaps = root / _SNAPSHOTS
     snaps.mkdir(parents=True, exist_ok=True)
     version = _new_version(op_seq)
-    tmp = snaps / f".tmp-{secrets.token_hex(6)}"
+    tmp = snaps / f".tmp-{os.getpid()}-{secrets.token_hex(6)}"
     tmp.mkdir()
     try:
         spaces: dict[str, SpaceManifest] = {}
@@ -284,11 +284,27 @@ def prune_snapshots(root: Path, keep: int = 3, protect: Iterable[str] = ()) -> l
             trash = snaps / f".trash-{secrets.token_hex(6)}"
             os.rename(snaps / v, trash)
             shutil.rmtree(trash, ignore_errors=True)
-        for p in snaps.iterdir():  # leftovers of a crashed publish or prune
-            if p.name.startswith(".trash-") or (
-                    p.name.startswith(".tmp-") and time.time() - p.stat().st_mtime > _STALE_TMP_S):
+        for p in snaps.iterdir():  # leftovers of a killed publish or prune
+            if p.name.startswith(".trash-") or (p.name.startswith(".tmp-") and _abandoned(p)):
                 shutil.rmtree(p, ignore_errors=True)
     return doomed
+
+
+def _abandoned(tmp: Path) -> bool:
+    """A publish's temp dir whose process is gone (``.tmp-<pid>-<random>``), or an old one
+    (a publish writes finished shards: it takes minutes, not an hour)."""
+    parts = tmp.name.split("-")
+    if len(parts) == 3 and parts[1].isdigit():
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's process
+            pass
+    try:
+        return time.time() - tmp.stat().st_mtime > _STALE_TMP_S
+    except FileNotFoundError:
+        return False
 
 
 def mark_serving(root: Path, version: str) -> None:

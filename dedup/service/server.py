@@ -70,6 +70,43 @@ def server_options(config: Config) -> list[tuple[str, int]]:
     ]
 
 
+class _Undecodable:
+    """What a request that failed to parse becomes, so its handler can say INVALID_ARGUMENT."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):
+    """Corrupt request bytes or invalid UTF-8 in a string field: INVALID_ARGUMENT naming the
+    message type, never UNKNOWN with a parser's internals (grpc would report a deserializer's
+    exception itself)."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        parse, behavior = handler.request_deserializer, handler.unary_unary
+
+        def deserialize(data: bytes):
+            try:
+                return parse(data)
+            except Exception as e:  # protobuf's DecodeError and friends
+                return _Undecodable(e)
+
+        async def guarded(request, context):
+            if isinstance(request, _Undecodable):
+                # protobuf's own words: "Error parsing message with type 'dedup.v1.X': String
+                # field had bad UTF-8" (the API's message type and the reason; no internals)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"undecodable request: {request.error}")
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded, request_deserializer=deserialize,
+            response_serializer=handler.response_serializer)
+
+
 class PublicStreamBudget(grpc.aio.ServerInterceptor):
     """At most ``limit`` streaming calls that need no token (health Watch, reflection) at once;
     one more is refused with RESOURCE_EXHAUSTED at once. Tokened calls are bounded by the API's
@@ -159,7 +196,7 @@ class DedupServer:
         self.public_streams = PublicStreamBudget(config.server.max_public_streams)
         self.server = grpc.aio.server(
             interceptors=[self.public_streams, MetricsInterceptor(self.metrics),
-                          AuthInterceptor(auth)],
+                          AuthInterceptor(auth), DecodeGuard()],
             options=server_options(config),
         )
         dedup_pb2_grpc.add_DedupServicer_to_server(self.servicer, self.server)

@@ -21,6 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from dedup.errors import StorageFull
 from dedup.store import SeedStore
 from dedup.types import Item, Label
 from dedup.v1 import dedup_pb2 as pb
@@ -185,3 +186,66 @@ def _listen_addresses(port: int) -> set[str]:
             if state == "0A" and int(hex_port, 16) == port:
                 out.add(".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0)))
     return out
+
+
+def test_corrupt_requests_and_bad_page_tokens_are_invalid_argument(server_factory):
+    server = server_factory("bad-bytes", config_text=PDQ_ONLY)
+    good = pb.LookupRequest(item=pb.Item(text="x")).SerializeToString()
+    cases = {
+        "bad utf-8": good.replace(b"x", b"\xff"),
+        "corrupt wire": b"\x0a\xff\xff\xff",
+    }
+    with server.channel() as ch:
+        raw = ch.unary_unary("/dedup.v1.Dedup/Lookup", request_serializer=None,
+                             response_deserializer=None)
+        for name, body in cases.items():
+            with pytest.raises(grpc.RpcError) as info:
+                raw(body, metadata=metadata("reader"), timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+            assert "undecodable request" in info.value.details(), name
+        stub = dedup_pb2_grpc.DedupStub(ch)
+        for token in ("18446744073709551615", "\u00b2", "-1", "1" * 40, "abc"):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ListSeeds(pb.ListSeedsRequest(page_token=token), metadata=metadata("reader"),
+                               timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, token
+            assert "page_token" in info.value.details()
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 6 MiB tmpfs (needs the right to mount, as root has on this project's machines)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_resource_exhausted_saying_so_and_loses_nothing(small_disk):
+    server = ServerProcess(small_disk / "data", PDQ_ONLY).start()
+    try:
+        rng = np.random.default_rng(1)
+        added, refused = [], None
+        with server.client("analyst") as analyst:
+            for i in range(40):
+                noise = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)  # ~270 KB as PNG
+                buf = io.BytesIO()
+                Image.fromarray(noise).save(buf, "PNG")
+                try:
+                    [(sid, _)] = analyst.add_seeds([Item(image=buf.getvalue())],
+                                                   [Label("disk.test", 1)])
+                    added.append(sid)
+                except Exception as e:  # the typed error the client raised
+                    refused = e
+                    break
+            assert refused is not None, "the 6 MiB disk never filled"
+            assert refused.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert isinstance(refused, StorageFull) and "disk full" in str(refused)
+            assert added and all(analyst.get_seed(s).seed_id == s for s in added)
+            assert analyst.stats()["seeds_active"] == len(added)
+    finally:
+        server.close()
