@@ -116,6 +116,23 @@ def test_replaced_sets_are_closed_once_their_last_lookup_lets_go(tmp_path, embed
         assert eng.live.current.indexes["pdq"] is not old_index
 
 
+def test_an_index_shared_by_sets_stays_open_while_any_set_holding_it_is_searched(
+        tmp_path, embedders):
+    hexes = random_hashes(5, 11)
+    with Engine.open(pdq_config(tmp_path), embedders=embedders) as eng:
+        ids = [r.seed_id for r in eng.add_seeds([Item(pdq=h) for h in hexes], [BANK])]
+        with eng.live.acquire() as held:  # a lookup in progress on set C
+            shared = held.indexes["pdq"]
+            eng.publish_snapshot()  # set P: a new manifest over C's very indexes
+            assert eng.live.current.indexes["pdq"] is shared
+            eng.reload()  # set R from the files: P is done, but C still holds `shared`
+            assert shared.shards and shared.ntotal == 5
+            codes = np.stack([eng.spaces["pdq"].embedder.parse_hash(h) for h in hexes])
+            _, found_ids = shared.search(codes, 1)
+            assert found_ids[:, 0].tolist() == ids
+        assert not shared.shards  # closed once the last set holding it let go
+
+
 def test_a_snapshot_of_other_weights_is_refused_on_reload(tmp_path, embedders):
     with Engine.open(pdq_config(tmp_path), embedders=embedders) as eng:
         eng.add_seeds([Item(pdq=h) for h in random_hashes(3, 6)], [BANK])
@@ -193,7 +210,7 @@ def test_lookups_never_see_a_missing_seed_or_stall_during_writes_reloads_and_reb
                                                       [BANK])]
             eng.remove_seeds(added[:4])
             with pytest.raises(NotFound):
-                eng.remove_seeds([10**9])  # fails inside the LMDB write txn: an abort
+                eng.relabel(10**9, [BANK])  # fails inside the LMDB write txn: an abort
             counts["writes"] += 1
 
         def reload():

@@ -37,16 +37,47 @@ Hit = tuple[str, int, float]  # (space, seed id, similarity)
 _MAX_SCANS = 5  # snapshot scans restarted because a version was pruned while being read
 
 
+class _Holders:
+    """How many open sets hold each index: sets share indexes (a publish or a repair makes a
+    new set with most of the old one's), so an index is closed when the last set holding it
+    is done, never while an older set still being searched holds it too."""
+
+    def __init__(self) -> None:
+        self._counts: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def hold(self, indexes: Iterable[ShardedIndex]) -> None:
+        with self._lock:
+            for index in indexes:
+                self._counts[id(index)] = self._counts.get(id(index), 0) + 1
+
+    def drop(self, indexes: Iterable[ShardedIndex]) -> None:
+        unheld = []
+        with self._lock:
+            for index in indexes:
+                n = self._counts[id(index)] - 1
+                if n:
+                    self._counts[id(index)] = n
+                else:
+                    del self._counts[id(index)]
+                    unheld.append(index)
+        for index in unheld:
+            index.close()
+
+
 class IndexSet:
     """Every space's index at one moment, with the snapshot it came from; used whole."""
 
     def __init__(self, indexes: Mapping[str, ShardedIndex], manifest: Manifest | None,
-                 notes: Mapping[str, str]):
+                 notes: Mapping[str, str], holders: _Holders | None = None):
         self.indexes = dict(indexes)
         self.manifest = manifest
         self.notes = dict(notes)  # space -> how its index departs from the configured plan
+        self._holders = holders or _Holders()
+        self._holders.hold(self.indexes.values())
         self._users = 0
-        self._retired_for: IndexSet | None = None
+        self._retired = False
+        self._closed = False
         self._lock = threading.Lock()
 
     @property
@@ -70,27 +101,24 @@ class IndexSet:
     def _exit(self) -> None:
         with self._lock:
             self._users -= 1
-            done = self._users == 0 and self._retired_for is not None
+            done = self._users == 0 and self._retired
         if done:
-            self._close_unshared()
+            self.close()
 
-    def _retire(self, successor: "IndexSet") -> None:
+    def _retire(self) -> None:
         with self._lock:
-            self._retired_for = successor
+            self._retired = True
             idle = self._users == 0
         if idle:
-            self._close_unshared()
-
-    def _close_unshared(self) -> None:
-        """Close the indexes the successor set does not also hold."""
-        keep = {id(i) for i in self._retired_for.indexes.values()}
-        for index in self.indexes.values():
-            if id(index) not in keep:
-                index.close()
+            self.close()
 
     def close(self) -> None:
-        for index in self.indexes.values():
-            index.close()
+        """Let go of the indexes; each is closed once no other open set holds it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._holders.drop(self.indexes.values())
 
 
 class LiveIndex:
@@ -105,6 +133,7 @@ class LiveIndex:
         self._write = threading.RLock()  # writes, swaps and publishes, one at a time
         self._swap = threading.Lock()  # the ``_current`` pointer
         self._current: IndexSet | None = None
+        self._holders = _Holders()
 
     @classmethod
     def open(cls, root: Path, store: SeedStore, spaces: Mapping[str, Space],
@@ -170,7 +199,7 @@ class LiveIndex:
             indexes, notes = dict(current.indexes), dict(current.notes)
             for name in names:
                 indexes[name], notes[name] = self._build_from_store(name)
-            self._install(IndexSet(indexes, current.manifest, notes))
+            self._install(IndexSet(indexes, current.manifest, notes, self._holders))
 
     # ------------------------------------------------------------------ snapshots
     def reload(self) -> str:
@@ -195,7 +224,7 @@ class LiveIndex:
             manifest = publish_snapshot(
                 self.root, current.indexes,
                 {n: self.spaces[n].model_id for n in current.indexes}, op_seq=self.store.last_seq)
-            self._install(IndexSet(current.indexes, manifest, current.notes))
+            self._install(IndexSet(current.indexes, manifest, current.notes, self._holders))
         self.prune()
         return manifest
 
@@ -207,9 +236,10 @@ class LiveIndex:
         return doomed
 
     def close(self) -> None:
+        """Retire the current set (closed once the last lookup using it lets go)."""
         with self._write:
             if self._current is not None:
-                self._current.close()
+                self._current._retire()
                 self._current = None
 
     # ------------------------------------------------------------------ internals
@@ -217,7 +247,7 @@ class LiveIndex:
         with self._swap:
             old, self._current = self._current, fresh
         if old is not None and old is not fresh:
-            old._retire(fresh)
+            old._retire()
         if fresh.version and (old is None or old.version != fresh.version):
             mark_serving(self.root, fresh.version)
 
@@ -242,7 +272,7 @@ class LiveIndex:
             for index in indexes.values():
                 index.close()
             raise
-        return IndexSet(indexes, manifest, notes), covered
+        return IndexSet(indexes, manifest, notes, self._holders), covered
 
     def _newest_intact(self) -> tuple[Manifest | None, dict[str, ShardedIndex]]:
         """Load the snapshot CURRENT names, or when it is damaged or missing the newest older
