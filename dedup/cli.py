@@ -1,4 +1,5 @@
-"""The ``dedup`` console command. ``dedup serve`` with no config serves the demo seed bank.
+"""The ``dedup`` console command. ``dedup serve`` with no config serves the demo seed bank;
+``dedup ui`` serves the analyst workbench (a web page) over a running service.
 
 Exit codes: 0 clean shutdown, 2 bad arguments or config or a port in use, 1 any other failure.
 """
@@ -31,7 +32,39 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-wait-ms", type=float, help="micro-batcher wait bound")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--text-logs", action="store_true", help="plain text logs instead of JSON")
+    ui = sub.add_parser("ui", help="serve the analyst workbench (a web page over the service)")
+    ui.add_argument("--target", default=os.environ.get("DEDUP_TARGET", "127.0.0.1:50051"),
+                    help="the dedup service (default 127.0.0.1:50051 or DEDUP_TARGET)")
+    ui.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    ui.add_argument("--tls-ca", help="CA certificate (PEM) of the service; enables TLS to it")
+    ui.add_argument("--secure-cookie", action="store_true",
+                    help="session cookie over HTTPS only (set behind a TLS proxy)")
+    ui.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    backup = sub.add_parser("backup", help="copy the store (compacted) and the serving snapshot "
+                            "into a new directory; safe beside a running service")
+    backup.add_argument("out", metavar="DIR", help="the backup directory to create")
+    backup.add_argument("--data-dir", default="./dedup-data", help="the service's data dir")
+    restore = sub.add_parser("restore", help="copy a backup into an empty data dir")
+    restore.add_argument("backup", metavar="DIR", help="a directory made by `dedup backup`")
+    restore.add_argument("--data-dir", required=True, help="the (new, empty) data dir")
     return parser
+
+
+def _backup_command(args: argparse.Namespace) -> int:
+    """``dedup backup`` / ``dedup restore``: one JSON line on success, one error line else."""
+    import json
+
+    from dedup.backup import backup, restore
+
+    try:
+        info = (backup(args.data_dir, args.out) if args.command == "backup"
+                else restore(args.backup, args.data_dir))
+    except DedupError as e:
+        print(f"dedup {args.command}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(info))
+    return 0
 
 
 def setup_logging(level: str, json_logs: bool = True) -> None:
@@ -76,6 +109,16 @@ def serve_config(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dedup`` console command."""
     args = _parser().parse_args(argv)
+    if args.command in ("backup", "restore"):
+        return _backup_command(args)
+    if args.command == "ui":
+        from dedup.ui.app import serve as serve_ui
+
+        # DEDUP_UI_SECRET keeps sign-ins across restarts; without it each start signs all out.
+        serve_ui(args.target, args.host, args.port, secret=os.environ.get("DEDUP_UI_SECRET"),
+                 secure_cookie=args.secure_cookie, root_cert=args.tls_ca,
+                 log_level=args.log_level.lower())
+        return 0
     setup_logging(args.log_level, json_logs=not args.text_logs)
     log = logging.getLogger("dedup.cli")
     try:

@@ -23,11 +23,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dedup.errors import DedupError
 from dedup.service import convert
-from dedup.types import Item, Label, LookupResult, Seed
+from dedup.types import (AddResult, Item, Label, LookupResult, OpEntry, OpFilter, RemoveResult,
+                         RemoveStatus,
+                         Seed, SeedContent, SeedFilter)
 from dedup.v1 import dedup_pb2 as pb
 from dedup.v1 import dedup_pb2_grpc
 
-_READS = ("Lookup", "BatchLookup", "GetSeed", "ListSeeds", "Stats")
+_READS = ("Lookup", "BatchLookup", "GetSeed", "ListSeeds", "Stats", "GetSeedHistory", "ListOps",
+          "GetSeedContent", "WhoAmI")
 _SERVICE_CONFIG = json.dumps({"methodConfig": [{
     "name": [{"service": "dedup.v1.Dedup", "method": m} for m in _READS],
     "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
@@ -101,25 +104,44 @@ class DedupClient:
         return convert.batch_results_from_proto(self._call("BatchLookup", request, timeout))
 
     # ------------------------------------------------------------------ writes
+    # ``reason`` is recorded in the op log with the name the token maps to.
     def add_seeds(self, items: Sequence[Item], labels: Sequence[Label], *, source: str = "",
-                  note: str = "", timeout: float | None = None,
-                  ) -> list[tuple[int, bool] | DedupError]:
-        """Add items as seeds; per item ``(seed_id, created)`` or its error. Durable on return."""
+                  note: str = "", reason: str = "", merge_labels: bool = False,
+                  timeout: float | None = None) -> list[AddResult | DedupError]:
+        """Add items as seeds; per item an AddResult (unpacks as ``(seed_id, created)``) or its
+        error. Durable on return. An item already in the bank keeps its seed; ``merge_labels``
+        adds these labels to it (``labels_merged`` says whether they changed anything)."""
         request = pb.AddSeedsRequest(items=[convert.item_to_proto(i) for i in items],
                                      labels=[convert.label_to_proto(x) for x in labels],
-                                     source=source, note=note)
+                                     source=source, note=note, reason=reason,
+                                     merge_labels=merge_labels)
         return convert.add_results_from_proto(self._call("AddSeeds", request, timeout))
 
-    def remove_seeds(self, seed_ids: Sequence[int], timeout: float | None = None) -> list[int]:
+    def remove_seeds(self, seed_ids: Sequence[int], *, reason: str = "",
+                     timeout: float | None = None) -> list[int]:
         """Remove seeds; returns the ids that were active and are now removed."""
-        resp = self._call("RemoveSeeds", pb.RemoveSeedsRequest(seed_ids=list(seed_ids)), timeout)
-        return list(resp.removed_ids)
+        return [r.seed_id for r in self.remove_each(seed_ids, reason=reason, timeout=timeout)
+                if r.status is RemoveStatus.REMOVED]
 
-    def relabel(self, seed_id: int, labels: Sequence[Label], timeout: float | None = None) -> Seed:
+    def remove_each(self, seed_ids: Sequence[int], *, reason: str = "",
+                    timeout: float | None = None) -> list[RemoveResult]:
+        """Remove seeds; one result per id: removed now, already removed, or not found."""
+        request = pb.RemoveSeedsRequest(seed_ids=list(seed_ids), reason=reason)
+        return convert.remove_results_from_proto(self._call("RemoveSeeds", request, timeout))
+
+    def relabel(self, seed_id: int, labels: Sequence[Label], *, reason: str = "",
+                timeout: float | None = None) -> Seed:
         """Replace a seed's labels; returns the updated seed."""
-        request = pb.RelabelSeedRequest(seed_id=seed_id,
+        request = pb.RelabelSeedRequest(seed_id=seed_id, reason=reason,
                                         labels=[convert.label_to_proto(x) for x in labels])
         return convert.seed_from_proto(self._call("RelabelSeed", request, timeout).seed)
+
+    def restore(self, seed_id: int, *, reason: str = "",
+                timeout: float | None = None) -> tuple[Seed, bool]:
+        """Undo a removal (same id, searchable at once); returns (seed, restored now)."""
+        resp = self._call("RestoreSeed", pb.RestoreSeedRequest(seed_id=seed_id, reason=reason),
+                          timeout)
+        return convert.seed_from_proto(resp.seed), resp.restored
 
     # ------------------------------------------------------------------ reads
     def get_seed(self, seed_id: int, timeout: float | None = None) -> Seed:
@@ -127,23 +149,56 @@ class DedupClient:
             self._call("GetSeed", pb.GetSeedRequest(seed_id=seed_id), timeout).seed)
 
     def list_seeds(self, label: str | None = None, page_token: str = "", page_size: int = 100,
-                   include_removed: bool = False, timeout: float | None = None,
-                   ) -> tuple[list[Seed], str]:
-        """One page of seeds in id order and the next page's token ("" when done)."""
-        resp = self._call("ListSeeds", pb.ListSeedsRequest(
-            label=label or "", page_token=page_token, page_size=page_size,
-            include_removed=include_removed), timeout)
+                   include_removed: bool = False, timeout: float | None = None, *,
+                   where: SeedFilter | None = None) -> tuple[list[Seed], str]:
+        """One page of seeds in id order and the next page's token ("" when done); ``where``
+        filters by label, source, actor and date (a filtered page may come back short)."""
+        where = where or SeedFilter(label=label, include_removed=include_removed)
+        resp = self._call("ListSeeds", convert.seed_filter_to_proto(where, page_token, page_size),
+                          timeout)
         return [convert.seed_from_proto(s) for s in resp.seeds], resp.next_page_token
 
     def iter_seeds(self, label: str | None = None, page_size: int = 100,
-                   include_removed: bool = False) -> Iterator[Seed]:
-        """Every seed (optionally with ``label``), page by page."""
+                   include_removed: bool = False, *,
+                   where: SeedFilter | None = None) -> Iterator[Seed]:
+        """Every seed (optionally with ``label``, or matching ``where``), page by page."""
         token = ""
         while True:
-            seeds, token = self.list_seeds(label, token, page_size, include_removed)
+            seeds, token = self.list_seeds(label, token, page_size, include_removed, where=where)
             yield from seeds
             if not token:
                 return
+
+    def history(self, seed_id: int, timeout: float | None = None) -> tuple[Seed, list[OpEntry]]:
+        """A seed and its op-log entries, oldest first (analyst role)."""
+        resp = self._call("GetSeedHistory", pb.GetSeedHistoryRequest(seed_id=seed_id), timeout)
+        return convert.seed_from_proto(resp.seed), [convert.op_from_proto(o) for o in resp.ops]
+
+    def list_ops(self, where: OpFilter | None = None, page_token: str = "", page_size: int = 100,
+                 timeout: float | None = None) -> tuple[list[OpEntry], str]:
+        """One page of the audit trail, newest first, and the next page's token (analyst)."""
+        request = convert.op_filter_to_proto(where or OpFilter(), page_token, page_size)
+        resp = self._call("ListOps", request, timeout)
+        return [convert.op_from_proto(o) for o in resp.ops], resp.next_page_token
+
+    def iter_ops(self, where: OpFilter | None = None, page_size: int = 100) -> Iterator[OpEntry]:
+        """The audit trail matching ``where``, newest first, page by page."""
+        token = ""
+        while True:
+            ops, token = self.list_ops(where, token, page_size)
+            yield from ops
+            if not token:
+                return
+
+    def content(self, seed_id: int, timeout: float | None = None) -> SeedContent:
+        """A seed's stored content (analyst role; never a reader's)."""
+        return convert.content_from_proto(
+            self._call("GetSeedContent", pb.GetSeedContentRequest(seed_id=seed_id), timeout))
+
+    def whoami(self, timeout: float | None = None) -> tuple[str, str]:
+        """(name, role) of this client's token, as the server knows it."""
+        resp = self._call("WhoAmI", pb.WhoAmIRequest(), timeout)
+        return resp.name, resp.role
 
     def stats(self, timeout: float | None = None) -> dict:
         """Counts per label and space, snapshot version, op-log position, model ids."""

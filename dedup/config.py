@@ -13,7 +13,7 @@ import os
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -35,6 +35,11 @@ class Limits(_Strict):
     max_batch_items: int = 64
     max_top_k: int = 100
     max_page_size: int = 1000  # seeds per ListSeeds page
+    max_page_bytes: int = 8 << 20  # a ListSeeds page ends early past this many record bytes
+    # Decoded pixels held at once by every request in flight together (bytes); an item waits
+    # for room (up to its deadline) and is refused with RESOURCE_EXHAUSTED past it.
+    max_decode_bytes: int = 2 << 30
+    max_decode_wait_s: float = 10.0
     max_message_bytes: int = 64 * 1024 * 1024
     # Free-text fields of writes, kept in the op log and the seed record.
     max_reason_chars: int = 1000
@@ -82,10 +87,45 @@ class IndexPlan(_Strict):
     """
 
     factory: str = "auto"
+    # "auto" (the default): one shard per GPU FAISS may use, one on a CPU (whose cores already
+    # search one shard together); resolved when the config is read.
     n_shards: int = Field(default=1, ge=1, le=256)
     nprobe: int | None = Field(default=None, ge=1)  # None: 1/16 of the IVF lists, at least 16
     fp16: bool = False  # GPU shards: store vectors in float16 (half the memory)
     use_gpu: bool | None = None  # None: GPUs when FAISS sees them; False: CPU; True: must
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_shards(cls, data: Any) -> Any:
+        """``n_shards = "auto"`` (or unset) -> a count that fits the hardware."""
+        if isinstance(data, dict) and data.get("n_shards", "auto") == "auto":
+            from dedup.index.shard import num_gpus  # FAISS: only once a plan is read
+
+            gpus = 0 if data.get("use_gpu") is False else num_gpus()
+            data = {**data, "n_shards": max(1, gpus)}
+        return data
+
+
+class VerifyConfig(_Strict):
+    """The cascade's verification stage for one space (``dedup/verify``): candidates scoring
+    at least ``band_low`` and below the threshold are re-scored against the seed's own content;
+    at most ``max_candidates`` per lookup. ``geometric`` (images) fuses onto the space's scale;
+    ``containment`` (texts) has its own calibrated ``threshold``."""
+
+    method: Literal["geometric", "containment"] = "geometric"
+    band_low: float
+    max_candidates: int = Field(default=10, ge=1, le=64)
+    mirror_mode: Literal["derived", "extract"] = "derived"
+    threshold: float | None = None  # the verifier's own threshold (containment)
+
+    @model_validator(mode="after")
+    def _own_threshold(self) -> "VerifyConfig":
+        if self.method == "containment" and self.threshold is None:
+            raise ValueError("verify.method 'containment' needs its own calibrated threshold")
+        if self.method == "geometric" and self.threshold is not None:
+            raise ValueError("verify.method 'geometric' fuses onto the space's threshold; "
+                             "drop verify.threshold")
+        return self
 
 
 class SpaceConfig(_Strict):
@@ -93,7 +133,7 @@ class SpaceConfig(_Strict):
 
     model: str  # embedder spec: "image:effnet-lite0", "text:minilm-l6", "clip:<arch>/<pretrained>"
     enabled: bool = True
-    index: IndexPlan = IndexPlan()
+    index: IndexPlan = Field(default_factory=IndexPlan)
     threshold: float = 0.9  # global similarity threshold for this space
     label_thresholds: dict[str, float] = Field(default_factory=dict)  # per-label overrides
     # For seeds added by a shared hash (a partner's PDQ), whose image was hashed elsewhere: the
@@ -102,6 +142,11 @@ class SpaceConfig(_Strict):
     # Hash spaces with a quality score (PDQ): an image whose hash is below this quality is
     # neither indexed as a seed nor matched as a query (ThreatExchange's guidance: 50).
     min_quality: int | None = Field(default=None, ge=0, le=100)
+    verify: VerifyConfig | None = None  # the cascade's verification of close calls
+    # Queries (never seeds) are also described by parts of the picture (halves, quadrants) where
+    # the embedder offers ``embed_regions``: a seed that is one panel of a collage is found by
+    # its best part.
+    query_regions: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -133,6 +178,11 @@ class BatcherConfig(_Strict):
     # Batches computing at once. One keeps the model's own threads busy without two batches
     # competing for the same cores; raise it with several GPUs or many cores.
     max_inflight: int = Field(default=1, ge=1)
+    # Admission: how long an admitted lookup may be expected to wait for the work ahead of it,
+    # from service times measured online; past it (or past the caller's deadline) a lookup is
+    # refused at once with RESOURCE_EXHAUSTED and a retry hint. None: as long as its own items
+    # take to serve, which keeps an admitted lookup within about twice its unloaded latency.
+    max_queue_delay_ms: float | None = Field(default=None, ge=0)
 
 
 class TlsConfig(_Strict):

@@ -49,7 +49,12 @@ class StorageFull(StoreError):
 
 
 class Overloaded(DedupError):
-    """Too much work queued; the caller should back off and retry."""
+    """Too much work queued; the caller should back off and retry (after ``retry_after_s``
+    seconds when the service can tell)."""
+
+    def __init__(self, message: str = "", retry_after_s: float | None = None):
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
 
 
 class Unauthenticated(DedupError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -118,9 +119,8 @@ def decode_image(data: bytes, limits: Limits) -> Image.Image:
     return decode_image_both(data, limits)[1]
 
 
-def decode_image_both(data: bytes, limits: Limits) -> tuple[Image.Image, Image.Image]:
-    """Decode within ``limits`` to (the first frame as stored, in its own mode and orientation;
-    the same upright, in RGB with transparency flattened onto white)."""
+def _open(data: bytes, limits: Limits) -> tuple[Image.Image, str]:
+    """Open (header only: no pixel buffer yet) within the byte, pixel and side limits."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InvalidItem(f"image must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -133,7 +133,6 @@ def decode_image_both(data: bytes, limits: Limits) -> tuple[Image.Image, Image.I
         )
     fmt = _sniff_format(data)
     try:
-        # Opening reads the header only; no pixel buffer is allocated yet.
         img = Image.open(io.BytesIO(data), formats=(fmt,))
     except Image.DecompressionBombError as e:
         raise LimitExceeded(
@@ -141,20 +140,56 @@ def decode_image_both(data: bytes, limits: Limits) -> tuple[Image.Image, Image.I
             limit=f"max_image_pixels={limits.max_image_pixels}",
         ) from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise InvalidItem(f"cannot parse {fmt} header: corrupt or truncated ({e})") from e
-    width, height = img.size
-    _check_size(width, height, limits)
+        raise InvalidItem(f"cannot parse {fmt} header: corrupt or truncated ({_plain(e)})") from e
+    _check_size(*img.size, limits)
+    return img, fmt
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]* object at 0x[0-9a-fA-F]+>")
+
+
+def _plain(error: BaseException) -> str:
+    """A decoder's message for a caller: no object reprs (``<_io.BytesIO object at 0x..>``)."""
+    return _OBJECT_REPR.sub("the data", str(error)) or type(error).__name__
+
+
+def decoded_bytes(data: bytes, limits: Limits) -> tuple[int, int]:
+    """(peak bytes ``decode_image_both`` may hold, pixels) for these bytes, from the header
+    alone (the stored frame, an upright copy when EXIF rotates it, an RGB copy unless already
+    RGB). InvalidItem / LimitExceeded as decoding would."""
+    img, _ = _open(data, limits)
+    pixels = img.size[0] * img.size[1]
+    bands = len(img.getbands()) * (2 if img.mode.startswith("I;16") else 1)
+    bands = 4 if img.mode in ("I", "F") else bands
+    copies = bands + (0 if img.mode == "RGB" else 3)
+    if _orientation(img) not in (0, 1):
+        copies += bands
+    return pixels * copies, pixels
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1) or 1)
+    except (ValueError, TypeError, OSError, SyntaxError):
+        return 1
+
+
+def decode_image_both(data: bytes, limits: Limits) -> tuple[Image.Image, Image.Image]:
+    """Decode within ``limits`` to (the first frame as stored, in its own mode and orientation;
+    the same upright, in RGB with transparency flattened onto white). An RGB image with no
+    EXIF rotation is one buffer shared by both, not three copies."""
+    img, fmt = _open(data, limits)
     try:
         # An animated GIF/WebP opens on its first frame, which stands for the item; its frames
         # are never counted (``n_frames`` walks the whole file: seconds for 200,000 frames).
         img.load()
-        upright = ImageOps.exif_transpose(img)
+        upright = ImageOps.exif_transpose(img) if _orientation(img) not in (0, 1) else img
     except Image.DecompressionBombError as e:
         raise LimitExceeded(
             f"image too large to decode: {e}", limit=f"max_image_pixels={limits.max_image_pixels}"
         ) from e
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError) as e:
-        raise InvalidItem(f"cannot decode {fmt} pixels: corrupt or truncated ({e})") from e
+        raise InvalidItem(f"cannot decode {fmt} pixels: corrupt or truncated ({_plain(e)})") from e
     return img, _to_rgb(upright)
 
 
@@ -174,7 +209,10 @@ def _check_size(width: int, height: int, limits: Limits) -> None:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """RGB, with any alpha or palette transparency composited onto white."""
+    """RGB, with any alpha or palette transparency composited onto white (an RGB image is
+    returned as it is, not copied)."""
+    if img.mode == "RGB" and "transparency" not in img.info:
+        return img
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     if has_alpha:
         rgba = img.convert("RGBA")

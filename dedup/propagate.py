@@ -53,13 +53,16 @@ def propagate(
     thresholds: Thresholds,
     exact_seed: Seed | None = None,
     labels: Sequence[str] | None = None,
+    verified: Mapping[tuple[str, int], tuple[str, float]] | None = None,
 ) -> tuple[tuple[Verdict, ...], tuple[Neighbor, ...]]:
     """Turn (space, seed_id, similarity) hits of one item into verdicts and neighbours.
 
     Hits whose seed is unknown or removed are dropped here, so a removed seed never reaches a
     verdict even if an index still held it (DESIGN invariant 3). An exact sha256 match always
     matches all of its seed's labels. ``labels`` restricts the verdicts to those names.
+    ``verified``: (space, seed_id) -> (method, search similarity) of hits the cascade re-scored.
     """
+    verified = verified or {}
     wanted = set(labels) if labels else None
     neighbors: list[Neighbor] = []
     best: dict[str, tuple[float, float]] = {}  # label -> (margin, score)
@@ -84,7 +87,8 @@ def propagate(
         seed = seeds.get(seed_id)
         if seed is None or seed.removed:
             continue
-        n = Neighbor(seed_id, space, float(score), seed.labels)
+        method, similarity = verified.get((space, seed_id), ("", None))
+        n = Neighbor(seed_id, space, float(score), seed.labels, method, similarity)
         neighbors.append(n)
         for label in seed.labels:
             consider(n, label, float(score) - thresholds.get(space, label.name, seed.hash_only))

@@ -8,9 +8,14 @@ walk them in order):
 - ``sha``      sha256 hex -> id, ACTIVE seeds only (exact duplicates)
 - ``labels``   ``name\\0id`` -> b"", ACTIVE seeds only (filtered listing, counts)
 - ``content``  id -> original bytes (so a rebuild can re-embed with a new model)
-- ``oplog``    seq -> compact JSON op entry, written in the same txn as the record
+- ``oplog``    seq -> compact JSON op entry (kind, seed, labels, actor, reason), written in the
+               same txn as the record: the audit trail
+- ``seedops``  id ++ seq -> b"" (one seed's history without scanning the log)
 - ``spaces``   space -> JSON {model_id, dim, dtype}
 - ``emb:<space>`` id -> raw vector bytes, ACTIVE seeds only
+- ``retired``  id ++ space -> raw vector bytes of REMOVED seeds, so a restore brings the very
+               same vectors back (hash-only seeds have no content to re-embed from); id alone
+               -> b"" marks a removal whose vectors (maybe none) were all kept
 
 For float spaces ``dim`` is the vector length (float32). For binary spaces (dtype ``uint8``)
 ``dim`` is in bits, as FAISS binary indexes count it, and a vector is ``dim // 8`` packed bytes.
@@ -23,6 +28,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import struct
 import threading
 import time
@@ -36,16 +42,22 @@ import lmdb
 import numpy as np
 
 from dedup.locks import RWLock
-from dedup.errors import InvalidArgument, ModelMismatch, NotFound, StoreError
-from dedup.types import Label, OpEntry, OpKind, Seed, check_labels
+from dedup.errors import InvalidArgument, ModelMismatch, NotFound, StorageFull, StoreError
+from dedup.types import (AddResult, Label, OpEntry, OpFilter, OpKind, RemoveResult, RemoveStatus,
+                         Seed, SeedFilter, check_labels, merge_labels)
 
 T = TypeVar("T")
 
-_FIXED_DBS = (b"meta", b"seeds", b"sha", b"labels", b"content", b"oplog", b"spaces")
-_MAX_DBS = 128  # 7 fixed + one per space
+_FIXED_DBS = (b"meta", b"seeds", b"sha", b"labels", b"content", b"oplog", b"spaces", b"seedops",
+              b"retired", b"aux")
+# Added after stores were first written: a read-only open of an older store finds none yet.
+_LATER_DBS = frozenset((b"seedops", b"retired", b"aux"))
+_MAX_DBS = 128  # the fixed ones + one per space
 _MAX_READERS = 1024  # reader slots: many service threads plus a builder process beside us
 _K_NEXT_ID = b"next_id"
 _K_LAST_SEQ = b"last_seq"
+_K_SEEDOPS_BUILT = b"seedops_built"  # the seedops index covers the whole log
+_MAX_SCAN = 50_000  # records one filtered page may examine before it returns a cursor
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _DTYPES = {"float32": np.dtype("<f4"), "uint8": np.dtype("u1")}
 _MODALITIES = frozenset(("image", "text"))
@@ -79,6 +91,10 @@ class NewSeed:
     text: str | None = None
     actor: str = ""
     hash_only: bool = False  # added by a shared hash, not by its content
+    reason: str = ""  # why it is added (the op log keeps it)
+    # verification method -> what it keeps of this seed (local features, shingles); kept with
+    # the record through removal and restore, like the content
+    aux: dict[str, bytes] = field(default_factory=dict)
 
 
 def _check_new(seed: NewSeed) -> None:
@@ -89,6 +105,9 @@ def _check_new(seed: NewSeed) -> None:
         raise InvalidArgument(f"modalities must be a non-empty subset of {sorted(_MODALITIES)}")
     if seed.content is not None and not isinstance(seed.content, (bytes, bytearray, memoryview)):
         raise InvalidArgument("content must be bytes")
+    for kind, blob in seed.aux.items():
+        if not isinstance(blob, (bytes, bytearray, memoryview)):
+            raise InvalidArgument(f"verification data {kind!r} must be bytes")
 
 
 def _record(seed: Seed) -> bytes:
@@ -105,6 +124,7 @@ def _record(seed: Seed) -> bytes:
             "ra": seed.removed_at,
             "t": seed.text,
             **({"ho": True} if seed.hash_only else {}),
+            **({"a": seed.added_by} if seed.added_by else {}),
         }
     )
 
@@ -124,7 +144,12 @@ def _seed(seed_id: int, raw: bytes) -> Seed:
         removed_at=d["ra"],
         text=d["t"],
         hash_only=d.get("ho", False),
+        added_by=d.get("a", ""),
     )
+
+
+def _labels_json(labels: Iterable[Label]) -> list:
+    return [[lb.name, lb.severity] for lb in labels]
 
 
 def _op(seq: int, raw: bytes) -> OpEntry:
@@ -136,6 +161,8 @@ def _op(seq: int, raw: bytes) -> OpEntry:
         ts=d["t"],
         labels=tuple(Label(n, s) for n, s in d["l"]),
         actor=d["a"],
+        reason=d.get("r", ""),
+        previous_labels=tuple(Label(n, s) for n, s in d.get("p", ())),
     )
 
 
@@ -189,6 +216,21 @@ class _Reads:
         with self._reading() as txn:
             return txn.get(_k(int(seed_id)), db=self._store._db[b"content"])
 
+    def aux(self, kind: str, ids: Sequence[int]) -> dict[int, bytes]:
+        """Verification data of method ``kind`` the given seeds keep (seeds without any are
+        left out)."""
+        db = self._store._db.get(b"aux")
+        if db is None:
+            return {}
+        out: dict[int, bytes] = {}
+        suffix = kind.encode()
+        with self._reading() as txn:
+            for i in ids:
+                raw = txn.get(_k(int(i)) + suffix, db=db)
+                if raw is not None:
+                    out[int(i)] = bytes(raw)
+        return out
+
     def spaces(self) -> dict[str, dict]:
         """space -> {model_id, dim, dtype, count}."""
         with self._reading() as txn:
@@ -228,18 +270,28 @@ class _Reads:
                 _stack([raw for _, raw in found], info))
 
     def list_seeds(self, label: str | None = None, after: int = 0, limit: int = 100,
-                   include_removed: bool = False) -> tuple[list[Seed], int | None]:
-        """A page of seeds with id > after (optionally of one label) and the cursor for the
-        next page (None when done). The page size bound is the caller's (Limits)."""
+                   include_removed: bool = False, *, where: SeedFilter | None = None,
+                   max_scan: int = _MAX_SCAN, max_bytes: int | None = None,
+                   ) -> tuple[list[Seed], int | None]:
+        """A page of seeds with id > after, in id order, and the cursor for the next page
+        (None when done). ``label``/``include_removed`` or ``where`` (a SeedFilter) choose
+        the seeds. A filtered page examines at most ``max_scan`` records, then returns what
+        it found with a cursor to go on from (a page may come back short, even empty, with a
+        cursor). The page size bound is the caller's (Limits), in seeds and, with
+        ``max_bytes``, in stored record bytes (a page always holds at least one seed)."""
         if limit < 1:
             raise InvalidArgument(f"limit must be >= 1, got {limit}")
         if after < 0:
             raise InvalidArgument("after must be >= 0")
+        if where is None:
+            where = SeedFilter(label=label, include_removed=include_removed)
         seeds_db = self._store._db[b"seeds"]
+        page: list[Seed] = []
+        last_seen = after
         with self._reading() as txn:
-            if label is not None and not include_removed:
+            if where.label is not None and not where.include_removed:
                 # the label index holds active seeds only, in id order under the name prefix
-                prefix = label.encode() + b"\0"
+                prefix = where.label.encode() + b"\0"
                 cur = txn.cursor(db=self._store._db[b"labels"])
                 cur.set_range(prefix + _k(after + 1))
 
@@ -249,18 +301,115 @@ class _Reads:
                             return
                         yield _unk(key[len(prefix):])
 
-                matches: Iterator[Seed] = (_seed(i, txn.get(_k(i), db=seeds_db)) for i in ids())
+                raws: Iterator[tuple[int, bytes]] = ((i, txn.get(_k(i), db=seeds_db))
+                                                      for i in ids())
             else:
                 cur = txn.cursor(db=seeds_db)
                 cur.set_range(_k(after + 1))
-                matches = (
-                    s
-                    for s in (_seed(_unk(k), v) for k, v in cur.iternext(keys=True, values=True))
-                    if (include_removed or not s.removed) and (label is None or label in s.label_names)
-                )
-            page = list(islice(matches, limit))
-            more = next(matches, None) is not None
-        return page, (page[-1].seed_id if more and page else None)
+                raws = ((_unk(k), v) for k, v in cur.iternext(keys=True, values=True))
+            size = 0
+            for scanned, (seed_id, raw) in enumerate(raws, 1):
+                seed = _seed(seed_id, raw)
+                if where.matches(seed):
+                    full = len(page) == limit or (
+                        max_bytes is not None and page and size + len(raw) > max_bytes)
+                    if full:  # one more match: there is a next page
+                        return page, page[-1].seed_id
+                    page.append(seed)
+                    size += len(raw)
+                last_seen = seed.seed_id
+                if scanned >= max_scan:  # bounded work per call: go on after this record
+                    return page, last_seen
+        return page, None
+
+    # ---- the audit trail ------------------------------------------------------------------
+
+    def history(self, seed_id: int) -> list[OpEntry]:
+        """Every op-log entry of one seed, oldest first (empty for an unknown seed)."""
+        seed_id = int(seed_id)
+        if seed_id < 0:
+            return []
+        index, oplog = self._store._db[b"seedops"], self._store._db[b"oplog"]
+        with self._reading() as txn:
+            meta = self._store._db[b"meta"]
+            if index is None or txn.get(_K_SEEDOPS_BUILT, db=meta) is None:
+                # an older store nobody has opened for writing since: scan the log
+                return [op for op in (_op(_unk(k), v) for k, v in
+                                      txn.cursor(db=oplog).iternext())
+                        if op.seed_id == seed_id]
+            prefix = _k(seed_id)
+            cur = txn.cursor(db=index)
+            out = []
+            if cur.set_range(prefix):
+                for key in cur.iternext(keys=True, values=False):
+                    if not key.startswith(prefix):
+                        break
+                    seq = key[8:]
+                    out.append(_op(_unk(seq), txn.get(seq, db=oplog)))
+            return out
+
+    def ops(self, where: OpFilter | None = None, before: int | None = None, limit: int = 100,
+            max_scan: int = _MAX_SCAN) -> tuple[list[OpEntry], int | None]:
+        """A page of op-log entries matching ``where``, newest first, with seq < ``before``
+        (None: from the newest), and the cursor (a seq) for the next page, None when done.
+        At most ``max_scan`` entries are examined per call; the log is in time order, so a
+        ``since`` bound ends the walk as soon as it is passed."""
+        if limit < 1:
+            raise InvalidArgument(f"limit must be >= 1, got {limit}")
+        where = where or OpFilter()
+        if where.seed_id is not None:
+            history = [op for op in reversed(self.history(where.seed_id))
+                       if (before is None or op.seq < before) and where.matches(op)]
+            page = history[:limit]
+            return page, (page[-1].seq if len(history) > limit else None)
+        page = []
+        with self._reading() as txn:
+            cur = txn.cursor(db=self._store._db[b"oplog"])
+            if before is None:
+                positioned = cur.last()
+            elif cur.set_range(_k(before)):
+                positioned = cur.prev()
+            else:
+                positioned = cur.last()
+            if not positioned:
+                return [], None
+            for scanned, (key, raw) in enumerate(cur.iterprev(keys=True, values=True), 1):
+                op = _op(_unk(key), raw)
+                if where.since is not None and op.ts < where.since:
+                    return page, None
+                if where.matches(op):
+                    if len(page) == limit:  # one more match: there is a next page
+                        return page, page[-1].seq
+                    page.append(op)
+                if scanned >= max_scan:  # bounded work per call: go on below this entry
+                    return page, op.seq
+        return page, None
+
+    def kept_on_removal(self, seed_id: int) -> bool:
+        """Whether this removed seed's vectors were put aside at its removal (a restore needs
+        no re-embedding)."""
+        db = self._store._db[b"retired"]
+        if db is None:
+            return False
+        with self._reading() as txn:
+            return txn.get(_k(int(seed_id)), db=db) is not None
+
+    def retired_spaces(self, seed_id: int) -> list[str]:
+        """The spaces whose vectors were kept aside when this seed was removed."""
+        db = self._store._db[b"retired"]
+        if db is None:
+            return []
+        prefix = _k(int(seed_id))
+        with self._reading() as txn:
+            cur = txn.cursor(db=db)
+            out = []
+            if cur.set_range(prefix):
+                for key in cur.iternext(keys=True, values=False):
+                    if not key.startswith(prefix):
+                        break
+                    if len(key) > 8:  # the id alone is the kept-vectors marker
+                        out.append(key[8:].decode())
+            return out
 
 
 class ReadView(_Reads):
@@ -347,7 +496,12 @@ class SeedStore(_Reads):
                 create=not readonly,
             )
             for name in _FIXED_DBS:
-                self._db[name] = self._env.open_db(name, create=not readonly)
+                try:
+                    self._db[name] = self._env.open_db(name, create=not readonly)
+                except lmdb.NotFoundError:
+                    if not (readonly and name in _LATER_DBS):
+                        raise
+                    self._db[name] = None
             # open every space's db now: opening one later inside a write txn would deadlock
             with self._reading() as txn:
                 known = [k.decode() for k in txn.cursor(db=self._db[b"spaces"]).iternext(values=False)]
@@ -433,7 +587,7 @@ class SeedStore(_Reads):
                     self._grow(env)
                 except lmdb.Error as e:
                     self._abort(txn)
-                    raise StoreError(f"write to seed store at {self.path} failed: {e}") from e
+                    raise _write_error(self.path, e) from e
                 except BaseException:
                     self._abort(txn)
                     raise
@@ -505,7 +659,8 @@ class SeedStore(_Reads):
                     except lmdb.NotFoundError as e:
                         raise NotFound(f"space {space!r} has no embeddings db in {self.path}") from e
                     except lmdb.DbsFullError as e:
-                        raise StoreError(f"too many spaces in {self.path} (max {_MAX_DBS - 7})") from e
+                        raise StoreError(f"too many spaces in {self.path} "
+                                         f"(max {_MAX_DBS - len(_FIXED_DBS)})") from e
                     self._db[name] = db
         return db
 
@@ -514,17 +669,27 @@ class SeedStore(_Reads):
         if txn.get(_K_NEXT_ID, db=meta) is None:
             txn.put(_K_NEXT_ID, _k(1), db=meta)
             txn.put(_K_LAST_SEQ, _k(0), db=meta)
+        if txn.get(_K_SEEDOPS_BUILT, db=meta) is None:
+            # A store written before per-seed history was indexed: index its log once.
+            index = self._db[b"seedops"]
+            for key, raw in txn.cursor(db=self._db[b"oplog"]).iternext():
+                txn.put(_k(json.loads(raw)["i"]) + key, b"", db=index)
+            txn.put(_K_SEEDOPS_BUILT, b"1", db=meta)
 
     def _next(self, txn: lmdb.Transaction, key: bytes, first: int) -> int:
         meta = self._db[b"meta"]
         raw = txn.get(key, db=meta)
         return _unk(raw) if raw else first
 
-    def _log(self, txn: lmdb.Transaction, kind: OpKind, seed_id: int, labels, actor: str, ts: float) -> None:
+    def _log(self, txn: lmdb.Transaction, kind: OpKind, seed_id: int, labels, actor: str,
+             ts: float, reason: str = "", previous: Sequence[Label] = ()) -> None:
         seq = self._next(txn, _K_LAST_SEQ, 0) + 1
         txn.put(_K_LAST_SEQ, _k(seq), db=self._db[b"meta"])
-        entry = {"k": int(kind), "i": seed_id, "t": ts, "l": [[lb.name, lb.severity] for lb in labels], "a": actor}
+        entry = {"k": int(kind), "i": seed_id, "t": ts, "l": _labels_json(labels), "a": actor,
+                 **({"r": reason} if reason else {}),
+                 **({"p": _labels_json(previous)} if previous else {})}
         txn.put(_k(seq), _dumps(entry), db=self._db[b"oplog"], append=True)
+        txn.put(_k(seed_id) + _k(seq), b"", db=self._db[b"seedops"])
 
     def _index_labels(self, txn: lmdb.Transaction, seed_id: int, labels, add: bool) -> None:
         db = self._db[b"labels"]
@@ -579,22 +744,24 @@ class SeedStore(_Reads):
                 f"refusing {model_id} (dim {dim}, {dtype}) — rebuild the space to change models"
             )
 
-    def add_seeds(self, seeds: Sequence[NewSeed]) -> list[tuple[int, bool]]:
-        """Add seeds in ONE transaction; an active exact duplicate returns (its id, False)."""
+    def add_seeds(self, seeds: Sequence[NewSeed], merge_labels: bool = False) -> list[AddResult]:
+        """Add seeds in ONE transaction. An item whose content is an active seed's gets that
+        seed's id (``created`` False); with ``merge_labels`` its labels are merged onto that
+        seed (a higher severity wins), logged as a relabel."""
         for s in seeds:
             _check_new(s)
 
-        def fn(txn: lmdb.Transaction) -> list[tuple[int, bool]]:
+        def fn(txn: lmdb.Transaction) -> list[AddResult]:
             spaces_db, sha_db = self._db[b"spaces"], self._db[b"sha"]
             infos: dict[str, dict] = {}
-            out: list[tuple[int, bool]] = []
+            out: list[AddResult] = []
             next_id = self._next(txn, _K_NEXT_ID, 1)
             now = time.time()
             for s in seeds:
                 sha = s.sha256.lower()
                 existing = txn.get(sha.encode(), db=sha_db)
                 if existing is not None:
-                    out.append((_unk(existing), False))
+                    out.append(self._existing(txn, _unk(existing), s, merge_labels, now))
                     continue
                 vectors = {}
                 for space, vec in s.embeddings.items():
@@ -617,6 +784,7 @@ class SeedStore(_Reads):
                     has_content=s.content is not None,
                     text=s.text,
                     hash_only=s.hash_only,
+                    added_by=s.actor,
                 )
                 txn.put(key, _record(seed), db=self._db[b"seeds"], append=True)
                 txn.put(sha.encode(), key, db=sha_db)
@@ -625,43 +793,71 @@ class SeedStore(_Reads):
                     txn.put(key, bytes(s.content), db=self._db[b"content"], append=True)
                 for space, blob in vectors.items():
                     txn.put(key, blob, db=self._emb_db(space), append=True)
-                self._log(txn, OpKind.ADD, seed_id, seed.labels, s.actor, now)
-                out.append((seed_id, True))
+                for kind, blob in s.aux.items():
+                    txn.put(key + kind.encode(), bytes(blob), db=self._db[b"aux"])
+                self._log(txn, OpKind.ADD, seed_id, seed.labels, s.actor, now, s.reason)
+                out.append(AddResult(seed_id, True, False, seed.labels))
             txn.put(_K_NEXT_ID, _k(next_id), db=self._db[b"meta"])
             return out
 
         return self._write(fn)
 
-    def remove_seeds(self, ids: Sequence[int], actor: str = "") -> list[int]:
-        """Mark seeds removed (record kept), drop their vectors and index entries; returns ids removed now."""
+    def _existing(self, txn: lmdb.Transaction, seed_id: int, new: NewSeed, merge: bool,
+                  now: float) -> AddResult:
+        """An added item that is the active seed ``seed_id``: merge its labels when asked."""
+        seed = _seed(seed_id, txn.get(_k(seed_id), db=self._db[b"seeds"]))
+        if not merge:
+            return AddResult(seed_id, False, False, seed.labels)
+        labels = check_labels(merge_labels(seed.labels, new.labels))
+        if labels == seed.labels:
+            return AddResult(seed_id, False, False, seed.labels)
+        txn.put(_k(seed_id), _record(replace(seed, labels=labels)), db=self._db[b"seeds"])
+        self._index_labels(txn, seed_id, seed.labels, add=False)
+        self._index_labels(txn, seed_id, labels, add=True)
+        self._log(txn, OpKind.RELABEL, seed_id, labels, new.actor, now,
+                  new.reason or "labels merged from an exact duplicate", seed.labels)
+        return AddResult(seed_id, False, True, labels)
+
+    def remove_seeds(self, ids: Sequence[int], actor: str = "", reason: str = "",
+                     ) -> list[RemoveResult]:
+        """Mark seeds removed (record and content kept), drop them from the active set and put
+        their vectors aside for a restore; one result per given id, in order."""
         ids = [int(i) for i in ids]
 
-        def fn(txn: lmdb.Transaction) -> list[int]:
-            seeds_db = self._db[b"seeds"]
+        def fn(txn: lmdb.Transaction) -> list[RemoveResult]:
+            seeds_db, retired = self._db[b"seeds"], self._db[b"retired"]
             spaces = [k.decode() for k in txn.cursor(db=self._db[b"spaces"]).iternext(keys=True, values=False)]
             now = time.time()
-            removed: list[int] = []
+            out: list[RemoveResult] = []
             for seed_id in ids:
                 raw = txn.get(_k(seed_id), db=seeds_db) if seed_id >= 0 else None
                 if raw is None:
-                    raise NotFound(f"seed {seed_id} does not exist")
+                    out.append(RemoveResult(seed_id, RemoveStatus.NOT_FOUND))
+                    continue
                 seed = _seed(seed_id, raw)
                 if seed.removed:
+                    out.append(RemoveResult(seed_id, RemoveStatus.ALREADY_REMOVED))
                     continue
                 key = _k(seed_id)
                 gone = replace(seed, removed=True, removed_at=now)
                 txn.put(key, _record(gone), db=seeds_db)
                 txn.delete(seed.sha256.encode(), db=self._db[b"sha"])
                 self._index_labels(txn, seed_id, seed.labels, add=False)
+                txn.put(key, b"", db=retired)
                 for space in spaces:
-                    txn.delete(key, db=self._emb_db(space))
-                self._log(txn, OpKind.REMOVE, seed_id, seed.labels, actor, now)
-                removed.append(seed_id)
-            return removed
+                    emb = self._emb_db(space)
+                    blob = txn.get(key, db=emb)
+                    if blob is not None:
+                        txn.put(key + space.encode(), blob, db=retired)
+                        txn.delete(key, db=emb)
+                self._log(txn, OpKind.REMOVE, seed_id, seed.labels, actor, now, reason)
+                out.append(RemoveResult(seed_id, RemoveStatus.REMOVED))
+            return out
 
         return self._write(fn)
 
-    def relabel(self, seed_id: int, labels: Sequence[Label], actor: str = "") -> Seed:
+    def relabel(self, seed_id: int, labels: Sequence[Label], actor: str = "",
+                reason: str = "") -> Seed:
         """Replace an active seed's labels; NotFound for unknown or removed seeds."""
         labels = check_labels(labels)
         seed_id = int(seed_id)
@@ -677,8 +873,64 @@ class SeedStore(_Reads):
             txn.put(_k(seed_id), _record(new), db=self._db[b"seeds"])
             self._index_labels(txn, seed_id, seed.labels, add=False)
             self._index_labels(txn, seed_id, labels, add=True)
-            self._log(txn, OpKind.RELABEL, seed_id, labels, actor, time.time())
+            self._log(txn, OpKind.RELABEL, seed_id, labels, actor, time.time(), reason,
+                      seed.labels)
             return new
+
+        return self._write(fn)
+
+    def restore_seed(self, seed_id: int, actor: str = "", reason: str = "",
+                     vectors: dict[str, np.ndarray] | None = None,
+                     ) -> tuple[Seed, bool, dict[str, np.ndarray]]:
+        """Make a removed seed active again under its own id: the vectors kept aside at its
+        removal go back (``vectors``, re-embedded by the caller, stand in for a seed removed
+        before vectors were kept). Returns (seed, restored now, space -> vector restored);
+        an active seed is returned as it is. NotFound for an unknown id; InvalidArgument when
+        its content is active as another seed, or when it has no vectors to come back with."""
+        seed_id = int(seed_id)
+
+        def fn(txn: lmdb.Transaction) -> tuple[Seed, bool, dict[str, np.ndarray]]:
+            seeds_db, retired = self._db[b"seeds"], self._db[b"retired"]
+            raw = txn.get(_k(seed_id), db=seeds_db) if seed_id >= 0 else None
+            if raw is None:
+                raise NotFound(f"seed {seed_id} does not exist")
+            seed = _seed(seed_id, raw)
+            if not seed.removed:
+                return seed, False, {}
+            other = txn.get(seed.sha256.encode(), db=self._db[b"sha"])
+            if other is not None:
+                raise InvalidArgument(
+                    f"seed {seed_id} cannot be restored: the same content is active as seed "
+                    f"{_unk(other)}")
+            key = _k(seed_id)
+            kept: dict[str, bytes] = {}
+            marked = txn.pop(key, db=retired) is not None
+            cur = txn.cursor(db=retired)
+            if cur.set_range(key):
+                for k, blob in cur.iternext(keys=True, values=True):
+                    if not k.startswith(key):
+                        break
+                    kept[k[8:].decode()] = bytes(blob)
+            infos = self._spaces(txn)
+            if not marked and vectors:
+                kept = {sp: _encode_vector(sp, v, infos[sp]) for sp, v in vectors.items()
+                        if sp in infos}
+            if not marked and not kept:
+                raise InvalidArgument(
+                    f"seed {seed_id} cannot be restored: no vectors were kept at its removal "
+                    "and it has no stored content to embed again; add the item anew")
+            restored: dict[str, np.ndarray] = {}
+            for space, blob in kept.items():
+                txn.delete(key + space.encode(), db=retired)
+                if space in infos:  # a space since dropped keeps nothing
+                    txn.put(key, blob, db=self._emb_db(space))
+                    restored[space] = _stack([blob], infos[space])[0]
+            back = replace(seed, removed=False, removed_at=None)
+            txn.put(key, _record(back), db=seeds_db)
+            txn.put(seed.sha256.encode(), key, db=self._db[b"sha"])
+            self._index_labels(txn, seed_id, seed.labels, add=True)
+            self._log(txn, OpKind.RESTORE, seed_id, seed.labels, actor, time.time(), reason)
+            return back, True, restored
 
         return self._write(fn)
 
@@ -745,6 +997,23 @@ class SeedStore(_Reads):
         with self._views_cond:
             self._views -= 1
             self._views_cond.notify_all()
+
+
+_FULL_BELOW_BYTES = 64 << 20  # an I/O error with less free disk than this is a full disk
+
+
+def _write_error(path: Path, error: lmdb.Error) -> StoreError:
+    """StorageFull when the disk is (nearly) full — LMDB reports ENOSPC as an I/O error on
+    commit — else StoreError; either way nothing of the write was kept."""
+    code = getattr(error, "errno", None) or (error.args[0] if error.args else None)
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        free = None
+    if code in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < _FULL_BELOW_BYTES):
+        return StorageFull(f"disk full under the seed store at {path} ({free} bytes free): "
+                           "nothing was written; free space and retry")
+    return StoreError(f"write to seed store at {path} failed: {error}")
 
 
 def _encode_vector(space: str, vec, info: dict) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Literal, Mapping, NamedTuple, get_args
 
@@ -12,8 +13,14 @@ from dedup.errors import InvalidArgument
 Role = Literal["reader", "analyst", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
 
-MAX_LABEL_BYTES = 200  # keeps the store's ``name\0id`` label keys far below LMDB's 511 bytes
+# The label name rule: lower-case ASCII letters and digits, then up to 127 of those or ``._-``
+# (``violence.graphic``, ``spam.scam``, ``partner.csam_hash``). No whitespace, no upper case, no
+# ``:`` (the CLI's ``name:severity`` separator) or ``,``/``;`` (manifest list separators); the
+# store's ``name\0id`` label keys stay far below LMDB's 511-byte key limit.
+LABEL_RULE = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+_LABEL_RE = re.compile(LABEL_RULE)
 MIN_SEVERITY, MAX_SEVERITY = 1, 5
+MAX_LABELS = 32  # labels on one seed
 
 
 @dataclass(frozen=True)
@@ -24,30 +31,48 @@ class Label:
     severity: int = 1
 
 
+def check_label_name(name: object) -> str:
+    """A label name that follows LABEL_RULE; InvalidArgument naming the rule otherwise."""
+    if not isinstance(name, str) or not _LABEL_RE.match(name):
+        raise InvalidArgument(
+            f"bad label name {str(name)[:40]!r}: a label is 1..128 characters of a-z, 0-9, "
+            "'.', '_' or '-', starting with a letter or digit (lower case, no spaces; rule "
+            f"{LABEL_RULE})")
+    return name
+
+
 def check_labels(labels: Iterable[Label]) -> tuple[Label, ...]:
-    """The label rules, for every writer: at least one; names printable, 1..200 UTF-8 bytes,
-    no NUL, each once; severity an int in 1..5. Raises InvalidArgument naming the rule."""
+    """The label rules, for every writer: 1..MAX_LABELS labels, each name following LABEL_RULE
+    and given once, severity an int in 1..5. Raises InvalidArgument naming the rule."""
     labels = tuple(labels)
     if not labels:
         raise InvalidArgument("a seed needs at least one label")
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(f"{len(labels)} labels: a seed has at most {MAX_LABELS}")
     seen: set[str] = set()
     for label in labels:
         if not isinstance(label, Label):
             raise InvalidArgument(f"label must be a Label, got {type(label).__name__}")
-        name = label.name
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidArgument("label names must be non-empty")
-        if not name.isprintable() or len(name.encode()) > MAX_LABEL_BYTES:
-            raise InvalidArgument(f"bad label name {name[:40]!r}: 1..{MAX_LABEL_BYTES} bytes of "
-                                  "printable characters")
+        name = check_label_name(label.name)
         sev = label.severity
-        if isinstance(sev, bool) or not isinstance(sev, int) or not MIN_SEVERITY <= sev <= MAX_SEVERITY:
+        if (isinstance(sev, bool) or not isinstance(sev, int)
+                or not MIN_SEVERITY <= sev <= MAX_SEVERITY):
             raise InvalidArgument(f"label {name!r}: severity must be an int in "
                                   f"{MIN_SEVERITY}..{MAX_SEVERITY}, got {sev!r}")
         if name in seen:
             raise InvalidArgument(f"label {name!r} given twice")
         seen.add(name)
     return labels
+
+
+def merge_labels(old: Iterable[Label], new: Iterable[Label]) -> tuple[Label, ...]:
+    """``old`` with ``new`` added: a name on both keeps the higher severity (the stricter
+    judgement wins); order is old's, then new names in their order."""
+    merged = {lb.name: lb for lb in old}
+    for lb in new:
+        if lb.name not in merged or lb.severity > merged[lb.name].severity:
+            merged[lb.name] = lb
+    return tuple(merged.values())
 
 
 @dataclass(frozen=True)
@@ -66,6 +91,7 @@ class Seed:
     removed_at: float | None = None
     text: str | None = None  # normalised text, kept for text seeds
     hash_only: bool = False  # added by a shared hash (a partner's PDQ), not by its content
+    added_by: str = ""  # the actor who added it ("" for seeds added before actors were kept)
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -93,6 +119,10 @@ class Neighbor:
     space: str
     score: float  # similarity in the space's own scale (cosine; 1 - hamming/bits for PDQ)
     labels: tuple[Label, ...] = ()
+    # Set when the cascade's verification re-scored this neighbour (``score`` is then the
+    # verified score): the method ("geometric", "containment") and the search's similarity.
+    verified: str = ""
+    similarity: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,11 +141,16 @@ class OpKind(enum.IntEnum):
     ADD = 1
     REMOVE = 2
     RELABEL = 3
+    RESTORE = 4  # a removed seed made active again, same id
 
 
 @dataclass(frozen=True)
 class OpEntry:
-    """One op-log entry; ``seq`` is monotonic and never reused."""
+    """One op-log entry, the audit trail's unit; ``seq`` is monotonic and never reused.
+
+    ``labels`` are the seed's labels after the op (at removal: the labels it had);
+    ``previous_labels`` are those a relabel (or a label merge) replaced.
+    """
 
     seq: int
     kind: OpKind
@@ -123,6 +158,49 @@ class OpEntry:
     ts: float
     labels: tuple[Label, ...] = ()
     actor: str = ""
+    reason: str = ""
+    previous_labels: tuple[Label, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpFilter:
+    """Which op-log entries an audit query wants; every field left empty matches all."""
+
+    actor: str | None = None
+    kinds: tuple[OpKind, ...] = ()
+    since: float | None = None  # unix seconds, inclusive
+    until: float | None = None  # unix seconds, exclusive
+    label: str | None = None  # the label before or after the op
+    seed_id: int | None = None
+
+    def matches(self, op: OpEntry) -> bool:
+        return ((self.actor is None or op.actor == self.actor)
+                and (not self.kinds or op.kind in self.kinds)
+                and (self.since is None or op.ts >= self.since)
+                and (self.until is None or op.ts < self.until)
+                and (self.seed_id is None or op.seed_id == self.seed_id)
+                and (self.label is None or any(lb.name == self.label for lb in
+                                               op.labels + op.previous_labels)))
+
+
+@dataclass(frozen=True)
+class SeedFilter:
+    """Which seeds a listing wants; every field left empty matches all."""
+
+    label: str | None = None
+    source: str | None = None  # case-insensitive substring of the seed's source
+    added_by: str | None = None
+    created_after: float | None = None  # unix seconds, inclusive
+    created_before: float | None = None  # unix seconds, exclusive
+    include_removed: bool = False
+
+    def matches(self, seed: "Seed") -> bool:
+        return ((self.include_removed or not seed.removed)
+                and (self.label is None or self.label in seed.label_names)
+                and (self.source is None or self.source.casefold() in seed.source.casefold())
+                and (self.added_by is None or seed.added_by == self.added_by)
+                and (self.created_after is None or seed.created_at >= self.created_after)
+                and (self.created_before is None or seed.created_at < self.created_before))
 
 
 @dataclass(frozen=True)
@@ -166,11 +244,62 @@ class LookupParams:
     threshold: float | None = None
 
 
-class AddResult(NamedTuple):
-    """One added item: its seed id, and whether it is new (False: an exact duplicate's id)."""
+class AddResult(tuple):
+    """One added item. Unpacks and compares as ``(seed_id, created)``; ``created`` False means
+    the item is an exact duplicate of the active seed ``seed_id``. Then ``labels_merged`` says
+    whether the request's labels were merged onto it (asked for with ``merge_labels``), and
+    ``labels`` is that seed's label set after the call (for a new seed: the labels given)."""
+
+    labels_merged: bool
+    labels: tuple[Label, ...]
+
+    def __new__(cls, seed_id: int, created: bool, labels_merged: bool = False,
+                labels: tuple[Label, ...] = ()) -> "AddResult":
+        # The extras live beside the pair, so callers unpacking two values keep working.
+        self = super().__new__(cls, (int(seed_id), bool(created)))
+        object.__setattr__(self, "labels_merged", bool(labels_merged))
+        object.__setattr__(self, "labels", tuple(labels))
+        return self
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError("AddResult is immutable")
+
+    def __getnewargs__(self):
+        return (self[0], self[1], self.labels_merged, self.labels)
+
+    @property
+    def seed_id(self) -> int:
+        return self[0]
+
+    @property
+    def created(self) -> bool:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return (f"AddResult(seed_id={self[0]}, created={self[1]}, "
+                f"labels_merged={self.labels_merged}, labels={self.labels!r})")
+
+
+class RemoveStatus(str, enum.Enum):
+    REMOVED = "removed"  # was active, removed now
+    ALREADY_REMOVED = "already_removed"
+    NOT_FOUND = "not_found"
+
+
+class RemoveResult(NamedTuple):
+    """What a removal did to one given id."""
 
     seed_id: int
-    created: bool
+    status: RemoveStatus
+
+
+@dataclass(frozen=True)
+class SeedContent:
+    """A seed's stored content: the original image bytes, or a text seed's (normalised) text."""
+
+    seed_id: int
+    data: bytes
+    media_type: str  # image/jpeg, image/png, ..., text/plain; charset=utf-8
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dedup.config import load_config
 from dedup.errors import PermissionDenied, Unauthenticated
-from dedup.service.auth import Authenticator, required_role
+from dedup.service.auth import METHOD_ROLES, Authenticator, required_role
 from dedup.service.server import DedupServer
 from dedup.v1 import dedup_pb2 as pb
 from dedup.v1 import dedup_pb2_grpc
@@ -50,6 +50,13 @@ def test_missing_malformed_or_unknown_token_is_unauthenticated():
 def test_anonymous_reader_only_when_enabled():
     auth = Authenticator(TOKENS, allow_anonymous_reader=True)
     assert auth.authorize("/dedup.v1.Dedup/Stats", []).role == "reader"
+    for method in ("Lookup", "BatchLookup"):
+        assert auth.authorize(f"/dedup.v1.Dedup/{method}", []).actor == "anonymous"
+    # seeds themselves (texts, notes, sources, contents, history) need a token
+    for method in ("GetSeed", "ListSeeds", "GetSeedContent", "GetSeedHistory", "ListOps",
+                   "WhoAmI"):
+        with pytest.raises(Unauthenticated):
+            auth.authorize(f"/dedup.v1.Dedup/{method}", [])
     # a write without credentials is unauthenticated (not merely denied): log in first
     with pytest.raises(Unauthenticated):
         auth.authorize("/dedup.v1.Dedup/AddSeeds", [])
@@ -62,6 +69,27 @@ def test_anonymous_reader_only_when_enabled():
 def test_actor_names_the_role_but_never_the_token():
     p = Authenticator(TOKENS).authorize("/dedup.v1.Dedup/Lookup", [("authorization", "Bearer a-tok")])
     assert p.actor.startswith("analyst:") and "a-tok" not in p.actor
+
+
+def test_tokens_map_to_a_name_the_op_log_records():
+    auth = Authenticator({"t1": {"role": "analyst", "name": "alice"}, "t2": "reader",
+                          "t3": load_config(None, server__tokens={"t3": {"role": "admin",
+                                                                      "name": "root"}})
+                          .server.tokens["t3"]})
+    md = lambda t: [("authorization", f"Bearer {t}")]  # noqa: E731
+    alice = auth.authorize("/dedup.v1.Dedup/RestoreSeed", md("t1"))
+    assert (alice.role, alice.actor) == ("analyst", "alice")
+    assert auth.authorize("/dedup.v1.Dedup/Reload", md("t3")).actor == "root"
+    unnamed = auth.authorize("/dedup.v1.Dedup/WhoAmI", md("t2"))
+    assert unnamed.actor.startswith("reader:") and "t2" not in unnamed.actor
+    with pytest.raises(PermissionDenied, match="needs analyst"):
+        auth.authorize("/dedup.v1.Dedup/GetSeedContent", md("t2"))
+
+
+def test_every_dedup_rpc_has_a_role_in_the_table():
+    service = pb.DESCRIPTOR.services_by_name["Dedup"]
+    assert {f"/dedup.v1.Dedup/{m.name}" for m in service.methods} == set(METHOD_ROLES)
+    assert set(CALLS) == {m.name for m in service.methods}
 
 
 def test_health_reflection_public_unknown_methods_admin_only():
@@ -83,6 +111,11 @@ CALLS = {  # method -> (request, least role)
     "RelabelSeed": (pb.RelabelSeedRequest(seed_id=1, labels=[pb.Label(name="a")]), "analyst"),
     "Reload": (pb.ReloadRequest(), "admin"),
     "PublishSnapshot": (pb.PublishSnapshotRequest(), "admin"),
+    "WhoAmI": (pb.WhoAmIRequest(), "reader"),
+    "RestoreSeed": (pb.RestoreSeedRequest(seed_id=1, reason="r"), "analyst"),
+    "GetSeedHistory": (pb.GetSeedHistoryRequest(seed_id=1), "analyst"),
+    "ListOps": (pb.ListOpsRequest(), "analyst"),
+    "GetSeedContent": (pb.GetSeedContentRequest(seed_id=1), "analyst"),
 }
 RANK = {"reader": 0, "analyst": 1, "admin": 2}
 

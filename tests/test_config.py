@@ -57,3 +57,32 @@ def test_roles_come_from_one_table():
     assert parse_tokens("a:reader, b:admin") == {"a": "reader", "b": "admin"}
     with pytest.raises(InvalidArgument, match="reader|analyst|admin"):
         parse_tokens("c:root")
+
+
+def test_tokens_take_a_name_in_toml_and_in_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "c.toml"
+    path.write_text('[server]\ntokens = { "t1" = { role = "analyst", name = "alice" }, '
+                    '"t2" = "reader" }\n')
+    monkeypatch.setenv("DEDUP_AUTH_TOKENS", "t3:admin:root,t4:analyst,a:b:reader")
+    tokens = load_config(path).server.tokens
+    assert (tokens["t1"].role, tokens["t1"].name) == ("analyst", "alice")
+    assert tokens["t2"] == "reader" and tokens["t4"] == "analyst"
+    assert (tokens["t3"].role, tokens["t3"].name) == ("admin", "root")
+    assert tokens["a:b"] == "reader"  # a token may hold ':' (the role is read from the right)
+    with pytest.raises(InvalidArgument, match="token:reader"):
+        parse_tokens("t5:root:alice")
+    monkeypatch.setenv("DEDUP_AUTH_TOKENS", "t6:analyst:bad name!")
+    with pytest.raises(InvalidArgument):
+        load_config(path)
+
+
+def test_free_text_limits_name_the_limit():
+    from dedup.config import Limits
+    from dedup.errors import LimitExceeded
+
+    limits = Limits(max_reason_chars=10)
+    limits.check_text("reason", "x" * 10)
+    with pytest.raises(LimitExceeded, match="max_reason_chars=10"):
+        limits.check_text("reason", "x" * 11)
+    with pytest.raises(LimitExceeded, match="max_note_chars=4000"):
+        limits.check_text("note", "x" * 4001)

@@ -116,7 +116,7 @@ def test_exact_duplicate_returns_existing_seed_and_always_matches(engine):
 def test_removed_seed_never_in_verdict_at_once(engine):
     img = skimage_rgb("coffee")
     [(sid, _)] = engine.add_seeds([Item(image=encode(img))], [SCAM])
-    assert engine.remove_seeds([sid]) == [sid]
+    assert [(r.seed_id, r.status.value) for r in engine.remove_seeds([sid])] == [(sid, "removed")]
     [r] = engine.lookup([Item(image=encode(img)), ][:1])
     assert sid not in {n.seed_id for n in r.neighbors}
     assert r.exact_match is None and matched_labels(r) == set()

@@ -90,3 +90,48 @@ def test_batch_results_keep_order_and_per_item_errors():
     back = convert.batch_results_from_proto(msg)
     assert back[0].exact_match == 3 and back[2].exact_match == 3
     assert isinstance(back[1], InvalidArgument) and "corrupt" in str(back[1])
+
+
+def test_label_severity_absent_is_one_but_an_explicit_zero_is_kept_for_the_rule():
+    from dedup.types import check_labels
+
+    absent = pb.Label.FromString(pb.Label(name="spam.scam").SerializeToString())
+    assert convert.label_from_proto(absent) == Label("spam.scam", 1)
+    zero = pb.Label.FromString(pb.Label(name="spam.scam", severity=0).SerializeToString())
+    assert convert.label_from_proto(zero) == Label("spam.scam", 0)
+    with pytest.raises(InvalidArgument, match="severity must be an int in 1..5, got 0"):
+        check_labels([convert.label_from_proto(zero)])
+
+
+def test_audit_values_survive_the_proto_trip():
+    from dedup.types import (AddResult, OpEntry, OpFilter, OpKind, RemoveResult, RemoveStatus,
+                             SeedContent, SeedFilter)
+
+    op = OpEntry(7, OpKind.RESTORE, 3, 1.5e9, (Label("a.b", 2),), "alice", "why",
+                 (Label("c", 1),))
+    assert convert.op_from_proto(convert.op_to_proto(op)) == op
+    results = [RemoveResult(1, RemoveStatus.REMOVED), RemoveResult(2, RemoveStatus.NOT_FOUND),
+               RemoveResult(3, RemoveStatus.ALREADY_REMOVED)]
+    msg = convert.remove_results_to_proto(results)
+    assert list(msg.removed_ids) == [1] and convert.remove_results_from_proto(msg) == results
+    added = [AddResult(4, False, True, (Label("x", 3),)), InvalidItem("bad")]
+    back = convert.add_results_from_proto(convert.add_results_to_proto(added))
+    assert back[0] == (4, False) and back[0].labels_merged and back[0].labels == (Label("x", 3),)
+    assert isinstance(back[1], InvalidArgument) and "bad" in str(back[1])
+    where = OpFilter(actor="bob", kinds=(OpKind.REMOVE, OpKind.ADD), since=1.0, until=2.0,
+                     label="a.b", seed_id=0)
+    assert convert.op_filter(convert.op_filter_to_proto(where, "9", 5)) == where
+    seeds = SeedFilter(label="a", source="case", added_by="al", created_after=3.0,
+                       include_removed=True)
+    assert convert.seed_filter(convert.seed_filter_to_proto(seeds)) == seeds
+    content = SeedContent(5, b"\x89PNG", "image/png")
+    assert convert.content_from_proto(convert.content_to_proto(content)) == content
+
+
+def test_stats_carry_the_limits_clients_chunk_by():
+    from dedup.types import EngineStats
+
+    stats = EngineStats(1, 0, {"a": 1}, 3, "v1", 2, {})
+    got = convert.stats_from_proto(convert.stats_to_proto(stats, Limits(max_batch_items=7)))
+    assert got["limits"]["max_batch_items"] == 7
+    assert got["limits"]["max_reason_chars"] == Limits().max_reason_chars

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from dedup.errors import InvalidArgument, ModelMismatch, NotFound, StoreError
 from dedup.store import NewSeed, SeedStore
-from dedup.types import Label, OpKind
+from dedup.types import Label, OpFilter, OpKind, RemoveResult, RemoveStatus, SeedFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITER = Path(__file__).with_name("_store_writer.py")
@@ -52,6 +52,11 @@ def store(tmp_path):
     s.register_space(SPACE, MODEL, DIM, "float32")
     yield s
     s.close()
+
+
+def removed(results: list[RemoveResult]) -> list[int]:
+    """The ids a removal removed now."""
+    return [r.seed_id for r in results if r.status is RemoveStatus.REMOVED]
 
 
 def child(mode: str, path: Path) -> subprocess.Popen:
@@ -128,7 +133,7 @@ def test_ids_never_reused_after_removal_even_across_reopen(tmp_path):
     with SeedStore(path) as s:
         s.register_space(SPACE, MODEL, DIM, "float32")
         s.add_seeds([seed(1), seed(2)])
-        assert s.remove_seeds([2]) == [2]
+        assert removed(s.remove_seeds([2])) == [2]
     with SeedStore(path) as s:
         [(sid, created)] = s.add_seeds([seed(2)])  # same content as the removed seed
         assert (sid, created) == (3, True)
@@ -138,7 +143,7 @@ def test_ids_never_reused_after_removal_even_across_reopen(tmp_path):
 
 def test_removed_seed_gone_from_embeddings_sha_and_labels_but_kept_as_history(store):
     store.add_seeds([seed(i, Label("violence.graphic", 4)) for i in range(1, 4)])
-    assert store.remove_seeds([2], actor="ana") == [2]
+    assert removed(store.remove_seeds([2], actor="ana")) == [2]
     ids = np.concatenate([i for i, _ in store.iter_embeddings(SPACE)])
     assert ids.tolist() == [1, 3]
     assert store.find_sha256(sha(2)) is None
@@ -155,15 +160,15 @@ def test_removed_seed_gone_from_embeddings_sha_and_labels_but_kept_as_history(st
     )
 
 
-def test_remove_unknown_id_aborts_whole_call_and_repeat_removal_is_noop(store):
+def test_remove_reports_each_id_and_an_unknown_one_fails_only_itself(store):
     store.add_seeds([seed(1), seed(2)])
-    with pytest.raises(NotFound):
-        store.remove_seeds([1, 999])
-    assert not store.get(1).removed  # the whole call was one aborted transaction
-    assert store.remove_seeds([1]) == [1]
+    assert store.remove_seeds([1, 999, 1]) == [
+        RemoveResult(1, RemoveStatus.REMOVED), RemoveResult(999, RemoveStatus.NOT_FOUND),
+        RemoveResult(1, RemoveStatus.ALREADY_REMOVED)]
+    assert store.get(1).removed and not store.get(2).removed
     seq = store.last_seq
-    assert store.remove_seeds([1, 1]) == []
-    assert store.last_seq == seq
+    assert removed(store.remove_seeds([1, 1])) == []
+    assert store.last_seq == seq  # nothing removed: nothing logged
 
 
 def test_relabel_moves_seed_between_label_listings(store):
@@ -176,7 +181,9 @@ def test_relabel_moves_seed_between_label_listings(store):
 
 
 @pytest.mark.parametrize(
-    "labels", [[], [Label("")], [Label("a", 0)], [Label("a", 6)], [Label("a"), Label("a", 2)]]
+    "labels", [[], [Label("")], [Label("a", 0)], [Label("a", 6)], [Label("a"), Label("a", 2)],
+               [Label("Spam.Scam")], [Label("spam scam")], [Label("spam:scam")],
+               [Label(".hidden")], [Label("x" * 129)], [Label(f"l{i}") for i in range(33)]]
 )
 def test_bad_labels_are_invalid_argument(store, labels):
     store.add_seeds([seed(1)])
@@ -274,6 +281,21 @@ def test_pagination_with_label_filter_covers_every_seed_exactly_once(store, limi
 def test_list_seeds_rejects_bad_limit(store):
     with pytest.raises(InvalidArgument):
         store.list_seeds(limit=0)
+
+
+def test_list_seeds_pages_by_bytes_as_well_as_count(store):
+    store.add_seeds([seed(i, note="n" * 3000) for i in range(10)])
+    page, cursor = store.list_seeds(limit=100, max_bytes=10_000)
+    assert len(page) == 3 and cursor == page[-1].seed_id  # ~3.1 KB a record
+    everything, after = list(page), cursor
+    while after is not None:
+        page, after = store.list_seeds(after=after, limit=100, max_bytes=10_000)
+        everything += page
+    assert [s.seed_id for s in everything] == sorted({s.seed_id for s in everything})
+    assert len(everything) == 10
+    # a record larger than the bound still comes back, alone
+    [big], cursor = store.list_seeds(limit=100, max_bytes=10)
+    assert cursor == big.seed_id
 
 
 # ---- persistence and growth ---------------------------------------------------------------------
@@ -482,16 +504,16 @@ def test_random_ops_match_a_dict_model(ops):
                         n_ops += 1
                 assert s.add_seeds([seed(item, Label(op[2])) for item in op[1]]) == want
             elif op[0] == "remove":
-                if any(i not in model for i in op[1]):
-                    with pytest.raises(NotFound):
-                        s.remove_seeds(op[1])
-                    continue
                 want = []
                 for i in op[1]:
-                    if not model[i][2]:
+                    if i not in model:
+                        want.append(RemoveResult(i, RemoveStatus.NOT_FOUND))
+                    elif model[i][2]:
+                        want.append(RemoveResult(i, RemoveStatus.ALREADY_REMOVED))
+                    else:
                         model[i][2] = True
-                        want.append(i)
-                n_ops += len(want)
+                        want.append(RemoveResult(i, RemoveStatus.REMOVED))
+                        n_ops += 1
                 assert s.remove_seeds(op[1]) == want
             else:
                 sid, label = op[1], op[2]
@@ -516,3 +538,163 @@ def test_random_ops_match_a_dict_model(ops):
             listed = [x.seed_id for x in s.list_seeds(label=label, limit=1000)[0]]
             assert listed == [k for k in active if model[k][1] == label]
         assert s.stats()["seeds_active"] == len(active)
+
+
+# ---- the audit trail, restore, label merge ----------------------------------------------------
+
+
+def test_every_write_is_logged_with_actor_and_reason_and_readable_per_seed(store):
+    store.add_seeds([seed(1, actor="alice", reason="case 7"), seed(2, actor="alice")])
+    store.relabel(1, [Label("spam.phishing", 4)], actor="bob", reason="it is phishing")
+    store.remove_seeds([1], actor="carol", reason="false positive")
+    history = store.history(1)
+    assert [(o.kind, o.actor, o.reason) for o in history] == [
+        (OpKind.ADD, "alice", "case 7"), (OpKind.RELABEL, "bob", "it is phishing"),
+        (OpKind.REMOVE, "carol", "false positive")]
+    assert history[1].previous_labels == (Label("spam.scam", 2),)
+    assert history[1].labels == (Label("spam.phishing", 4),)
+    assert store.get(1).added_by == "alice"
+    assert [o.seed_id for o in store.history(2)] == [2] and store.history(99) == []
+
+
+def test_restore_brings_back_the_same_id_with_the_kept_vectors(store):
+    store.add_seeds([seed(1), seed(2)])
+    before = store.embeddings(SPACE, [1])
+    store.remove_seeds([1], reason="mistake?")
+    assert store.retired_spaces(1) == [SPACE] and store.kept_on_removal(1)
+    back, restored, vectors = store.restore_seed(1, actor="dan", reason="it was right")
+    assert restored and not back.removed and back.removed_at is None
+    np.testing.assert_array_equal(vectors[SPACE], before[0])
+    np.testing.assert_array_equal(store.embeddings(SPACE, [1]), before)
+    assert store.find_sha256(sha(1)) == 1
+    assert [s.seed_id for s in store.list_seeds(label="spam.scam")[0]] == [1, 2]
+    assert store.retired_spaces(1) == [] and not store.kept_on_removal(1)
+    assert store.history(1)[-1].kind == OpKind.RESTORE
+    # an active seed is returned as it is, and nothing is logged
+    seq = store.last_seq
+    assert store.restore_seed(1)[1] is False and store.last_seq == seq
+    with pytest.raises(NotFound):
+        store.restore_seed(42)
+
+
+def test_restore_refused_when_the_content_is_active_as_another_seed(store):
+    store.add_seeds([seed(1)])
+    store.remove_seeds([1])
+    [(again, created)] = store.add_seeds([seed(1)])
+    assert created and again == 2
+    with pytest.raises(InvalidArgument, match="active as seed 2"):
+        store.restore_seed(1)
+    assert store.get(1).removed
+
+
+def test_restore_of_a_seed_removed_without_kept_vectors_needs_vectors(tmp_path):
+    import lmdb
+
+    path = tmp_path / "s"
+    with SeedStore(path) as s:
+        s.register_space(SPACE, MODEL, DIM, "float32")
+        s.add_seeds([seed(1)])
+        s.remove_seeds([1])
+    # what a store written before vectors were kept looks like: nothing put aside
+    env = lmdb.open(str(path), max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.drop(env.open_db(b"retired", txn=txn), delete=False)
+    env.close()
+    with SeedStore(path) as s:
+        assert not s.kept_on_removal(1)
+        with pytest.raises(InvalidArgument, match="no stored content"):
+            s.restore_seed(1)
+        seed_back, restored, vectors = s.restore_seed(1, vectors={SPACE: vec(1)})
+        assert restored and s.embeddings(SPACE, [1]).shape == (1, DIM)
+
+
+def test_exact_duplicate_keeps_its_labels_unless_merge_is_asked(store):
+    [first] = store.add_seeds([seed(1, Label("spam.scam", 2))])
+    assert (first.created, first.labels) == (True, (Label("spam.scam", 2),))
+    [dup] = store.add_seeds([seed(1, Label("fraud.crypto", 3))])
+    assert (dup.seed_id, dup.created, dup.labels_merged) == (1, False, False)
+    assert dup.labels == (Label("spam.scam", 2),) == store.get(1).labels
+    seq = store.last_seq
+    [merged] = store.add_seeds([seed(1, Label("fraud.crypto", 3), Label("spam.scam", 4),
+                                     actor="erin")], merge_labels=True)
+    assert merged.labels_merged
+    assert merged.labels == (Label("spam.scam", 4), Label("fraud.crypto", 3))
+    assert store.get(1).labels == merged.labels
+    assert [s.seed_id for s in store.list_seeds(label="fraud.crypto")[0]] == [1]
+    op = store.history(1)[-1]
+    assert (op.seq, op.kind, op.actor, op.previous_labels) == (
+        seq + 1, OpKind.RELABEL, "erin", (Label("spam.scam", 2),))
+    # merging what it already has changes nothing and logs nothing
+    [same] = store.add_seeds([seed(1, Label("spam.scam", 1))], merge_labels=True)
+    assert not same.labels_merged and store.last_seq == seq + 1
+
+
+def test_ops_newest_first_filtered_and_paged(store):
+    store.add_seeds([seed(i, actor="alice" if i % 2 else "bob") for i in range(1, 11)])
+    store.relabel(3, [Label("fraud.crypto")], actor="bob", reason="crypto")
+    store.remove_seeds([4, 5], actor="alice", reason="dupes")
+    everything, cursor = store.ops(limit=100)
+    assert [o.seq for o in everything] == list(range(13, 0, -1)) and cursor is None
+    page1, cursor = store.ops(limit=5)
+    page2, cursor2 = store.ops(before=cursor, limit=5)
+    page3, cursor3 = store.ops(before=cursor2, limit=5)
+    assert [o.seq for o in page1 + page2 + page3] == list(range(13, 0, -1)) and cursor3 is None
+    by_bob, _ = store.ops(OpFilter(actor="bob"))
+    assert [(o.kind, o.seed_id) for o in by_bob] == [(OpKind.RELABEL, 3)] + [
+        (OpKind.ADD, i) for i in (10, 8, 6, 4, 2)]
+    removals, _ = store.ops(OpFilter(kinds=(OpKind.REMOVE,)))
+    assert [(o.seed_id, o.reason) for o in removals] == [(5, "dupes"), (4, "dupes")]
+    crypto, _ = store.ops(OpFilter(label="fraud.crypto"))
+    assert [o.seed_id for o in crypto] == [3]
+    old_label, _ = store.ops(OpFilter(label="spam.scam", kinds=(OpKind.RELABEL,)))
+    assert [o.seed_id for o in old_label] == [3]  # the label it had before counts too
+    t = everything[0].ts
+    assert [o.seq for o in store.ops(OpFilter(since=t))[0]][0] == 13
+    assert all(o.ts < t for o in store.ops(OpFilter(until=t))[0])
+    assert [o.kind for o in store.ops(OpFilter(seed_id=3))[0]] == [OpKind.RELABEL, OpKind.ADD]
+    # a page examines a bounded number of entries and hands back a cursor to go on from
+    short, cursor = store.ops(OpFilter(kinds=(OpKind.RELABEL,)), max_scan=2)
+    assert short == [] and cursor == 12
+    found, _ = store.ops(OpFilter(kinds=(OpKind.RELABEL,)), before=cursor)
+    assert [o.seed_id for o in found] == [3]
+
+
+def test_list_seeds_filters_by_source_actor_and_date(store):
+    store.add_seeds([seed(i, source=f"CASE-{i % 3}", actor="alice" if i < 5 else "bob")
+                     for i in range(1, 9)])
+    def ids(**kw):
+        return [s.seed_id for s in store.list_seeds(where=SeedFilter(**kw), limit=100)[0]]
+    assert ids(source="case-1") == [1, 4, 7]
+    assert ids(added_by="bob") == [5, 6, 7, 8]
+    assert ids(source="CASE-2", added_by="bob") == [5, 8]
+    created = store.get(1).created_at
+    assert ids(created_after=created) == list(range(1, 9)) and ids(created_before=created) == []
+    page, cursor = store.list_seeds(where=SeedFilter(added_by="bob"), limit=2)
+    assert [s.seed_id for s in page] == [5, 6] and cursor == 6
+    page, cursor = store.list_seeds(where=SeedFilter(added_by="bob"), after=cursor, limit=2)
+    assert [s.seed_id for s in page] == [7, 8] and cursor is None
+    short, cursor = store.list_seeds(where=SeedFilter(added_by="bob"), limit=2, max_scan=3)
+    assert short == [] and cursor == 3
+
+
+def test_history_of_an_older_store_is_indexed_on_first_write_open(tmp_path):
+    import lmdb
+
+    path = tmp_path / "s"
+    with SeedStore(path) as s:
+        s.register_space(SPACE, MODEL, DIM, "float32")
+        s.add_seeds([seed(1), seed(2)])
+        s.relabel(1, [Label("b")])
+    env = lmdb.open(str(path), max_dbs=16)  # drop the index and its marker, as before it existed
+    with env.begin(write=True) as txn:
+        txn.drop(env.open_db(b"seedops", txn=txn), delete=True)
+        txn.drop(env.open_db(b"retired", txn=txn), delete=True)
+        txn.delete(b"seedops_built", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with SeedStore(path, readonly=True) as ro:  # read-only: scans the log instead
+        assert [o.kind for o in ro.history(1)] == [OpKind.ADD, OpKind.RELABEL]
+        assert ro.retired_spaces(1) == [] and not ro.kept_on_removal(1)
+    with SeedStore(path) as s:
+        assert [o.kind for o in s.history(1)] == [OpKind.ADD, OpKind.RELABEL]
+        s.remove_seeds([1])
+        assert [o.kind for o in s.history(1)][-1] == OpKind.REMOVE

@@ -41,6 +41,8 @@ BENCH_PACKAGES = (
     "debian-edu-artwork-softwaves", "debian-edu-artwork-spacefun", "gcompris-qt-data",
     "stellarium-data", "frozen-bubble-data", "pingus-data", "kdegames-card-data-kf5",
     "tuxtype-data", "xscreensaver-data-extra", "gimp-data", "cinnamon-desktop-data",
+    "naev-data", "widelands-data", "scorched3d-data", "supertux-data", "torcs-data",
+    "redeclipse-data",
 )
 # A package not listed above may be added to one side only: training takes names starting
 # with a-l (and digits), the benchmark names starting with m-z, so the sides never overlap.

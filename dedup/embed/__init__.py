@@ -1,10 +1,10 @@
 """Embedders behind one door: ``create_embedder(spec)`` looks the spec up in a registry.
 
-Specs: ``image:effnet-lite0``, ``text:minilm-l6``, ``clip:<arch>/<pretrained>`` (pretrained is
-an open_clip tag, a local checkpoint path or ``none``), ``pdq``. A spec may carry the expected
-model id (``image:effnet-lite0@1a2b3c4d5e6f``); the embedder is then checked against it, so a
-snapshot built with other weights is refused (DESIGN invariant 5). Backends are imported
-lazily: importing this package pulls in no torch.
+Specs: ``image:effnet-lite0``, ``image:copydet-lite0``, ``text:minilm-l6``, ``text:exact``,
+``text:minhash``, ``clip:<arch>/<pretrained>`` (pretrained is an open_clip tag, a local
+checkpoint path or ``none``), ``pdq``. A spec may carry the expected model id (``image:effnet-lite0@1a2b3c4d5e6f``);
+the embedder is then checked against it, so a snapshot built with other weights is refused
+(DESIGN invariant 5). Backends are imported lazily: importing this package pulls in no torch.
 """
 
 from __future__ import annotations
@@ -53,10 +53,28 @@ def _effnet(spec: str, device: str | None, **kw) -> Embedder:
     return EffnetLite0Embedder(device=device, **kw)
 
 
+def _copydet(spec: str, device: str | None, **kw) -> Embedder:
+    from dedup.embed.copydet import CopyDetEmbedder
+
+    return CopyDetEmbedder(device=device, **kw)
+
+
 def _minilm(spec: str, device: str | None, **kw) -> Embedder:
     from dedup.embed.minilm import MiniLMEmbedder
 
     return MiniLMEmbedder(device=device, **kw)
+
+
+def _textexact(spec: str, device: str | None, **kw) -> Embedder:
+    from dedup.embed.textexact import TextExactEmbedder
+
+    return TextExactEmbedder(device=device, **kw)
+
+
+def _minhash(spec: str, device: str | None, **kw) -> Embedder:
+    from dedup.embed.minhash import MinHashEmbedder
+
+    return MinHashEmbedder(device=device, **kw)
 
 
 def _clip(spec: str, device: str | None, **kw) -> Embedder:
@@ -72,6 +90,9 @@ def _pdq(spec: str, device: str | None, **kw) -> Embedder:
 
 
 register("image:effnet-lite0", _effnet)
+register("image:copydet-lite0", _copydet)
 register("text:minilm-l6", _minilm)
+register("text:exact", _textexact)
+register("text:minhash", _minhash)
 register("clip:", _clip, prefix=True)
 register("pdq", _pdq)

@@ -1,9 +1,10 @@
 """all-MiniLM-L6-v2 sentence embedder (space ``text:minilm-l6``), from the packaged offline copy.
 
 ``embed_texts`` expects text already passed through ``dedup.items.normalize_text`` (the caller
-does that once, for the sha256 and every space alike), then embeds its ``match_form``: lookalike
-letters folded, punctuation and emoji dropped. On dedup-eval's text set that form raised recall
-at 0.1% false matches (see the closing figures in the README); it is part of the model id.
+does that once, for the sha256 and every space alike), then embeds its match form
+(``dedup.text.normalize.match_form``: lookalike letters and leetspeak read as letters,
+apostrophes, punctuation, emoji and zero-width characters dropped, spaced-out words rejoined).
+The form's version is part of the model id, so vectors of two forms never share an index.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from PIL import Image  # noqa: E402
 
 from dedup.embed.base import file_digest, l2_normalize, pick_device  # noqa: E402
 from dedup.errors import InvalidArgument  # noqa: E402
-from dedup.items import match_form  # noqa: E402
+from dedup.text.normalize import FORM_VERSION, match_form  # noqa: E402
 
 SPACE = "text:minilm-l6"
-TEXT_FORM = "match1"  # bump when match_form changes: stored vectors would no longer compare
 
 
 def model_path() -> str:
@@ -39,6 +39,7 @@ class MiniLMEmbedder:
     """Text-only embedder: 384-d, mean pooled, L2-normalised (the model's own recipe)."""
 
     binary = False
+    metric = "ip"
     space = SPACE
     dim = 384
     modalities = frozenset({"text"})
@@ -61,7 +62,7 @@ class MiniLMEmbedder:
         got = get_dim()
         if got != self.dim:
             raise InvalidArgument(f"{path} gives {got}-d vectors, {SPACE} needs {self.dim}")
-        self.model_id = f"{SPACE}@{file_digest(Path(path) / 'model.safetensors')}-{TEXT_FORM}"
+        self.model_id = f"{SPACE}@{file_digest(Path(path) / 'model.safetensors')}-{FORM_VERSION}"
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, 384) float32, C-contiguous, unit L2 rows, for already-normalised texts."""

@@ -19,7 +19,7 @@ from dedup.config import Config, Limits, SpaceConfig
 from dedup.embed import create_embedder
 from dedup.embed.base import METRICS, Embedder, Views, hash_format
 from dedup.errors import DedupError, InvalidArgument, InvalidItem
-from dedup.items import HashParsers, Prepared, prepare_item
+from dedup.items import HashParsers, Prepared, decoded_bytes, prepare_item
 from dedup.propagate import Thresholds
 from dedup.types import Item, QueryHash
 
@@ -103,6 +103,25 @@ def prepare(spaces: Mapping[str, Space], items: Sequence[Item], limits: Limits,
     return out
 
 
+# Transient bytes per input pixel an image embedder holds beyond the decoded image (a copy in
+# its own mode before resizing); an embedder that holds more says so in ``bytes_per_pixel``.
+DEFAULT_BYTES_PER_PIXEL = 3
+
+
+def memory_cost(spaces: Mapping[str, Space], item: Item, limits: Limits) -> int:
+    """Peak bytes preparing and embedding ``item`` may take (0 for texts and hashes); an item
+    the limits refuse costs 0 here and is refused when prepared."""
+    if item.image is None:
+        return 0
+    try:
+        decoded, pixels = decoded_bytes(item.image, limits)
+    except DedupError:
+        return 0
+    per_pixel = sum(getattr(s.embedder, "bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL)
+                    for s in spaces.values() if "image" in s.embedder.modalities)
+    return decoded + pixels * per_pixel
+
+
 @dataclass
 class Embedded:
     """Per space: which prepared rows were embedded, and their vectors. A row may have several
@@ -122,8 +141,11 @@ class Embedded:
         return self.vectors[space][hit[0]] if hit.size else None
 
 
-def embed(spaces: Mapping[str, Space], prepared: Sequence[Prepared]) -> Embedded:
-    """One batched model pass per space over the rows it accepts."""
+def embed(spaces: Mapping[str, Space], prepared: Sequence[Prepared], query: bool = False,
+          ) -> Embedded:
+    """One batched model pass per space over the rows it accepts. For a ``query``, a space
+    with ``query_regions`` adds the vectors of the picture's parts (a row may then have
+    several vectors; its best one decides)."""
     result = Embedded()
     for name, space in spaces.items():
         mods = space.embedder.modalities
@@ -135,7 +157,7 @@ def embed(spaces: Mapping[str, Space], prepared: Sequence[Prepared]) -> Embedded
         parts, rows = [], []
         if img_rows:
             vectors, vec_rows = _embed_images(name, space, [prepared[i] for i in img_rows], result,
-                                              np.asarray(img_rows, dtype=np.int64))
+                                              np.asarray(img_rows, dtype=np.int64), query)
             parts.append(vectors)
             rows.append(vec_rows)
         if given:
@@ -152,11 +174,15 @@ def embed(spaces: Mapping[str, Space], prepared: Sequence[Prepared]) -> Embedded
 
 
 def _embed_images(name: str, space: Space, items: Sequence[Prepared], result: Embedded,
-                  rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                  rows: np.ndarray, query: bool) -> tuple[np.ndarray, np.ndarray]:
     """Vectors of the items' images in one space, and the prepared row of each."""
     emb = space.embedder
     original = getattr(emb, "image_input", "upright") == "original"
     images = [p.original if original else p.image for p in items]
+    if query and space.config.query_regions and hasattr(emb, "embed_regions"):
+        regions = emb.embed_regions(images)  # (n, R, dim): the whole picture first
+        n, r, _ = regions.shape
+        return regions.reshape(n * r, -1), np.repeat(rows, r)
     if not hasattr(emb, "embed_views"):
         return emb.embed_images(images), rows
     views: Views = emb.embed_views(images)

@@ -1,7 +1,14 @@
-"""A space's index split into shards by ``id % n_shards``, searched in parallel, merged top-k.
+"""A space's index split into shards by ``id % n_shards``, searched together, merged top-k.
 
 Scores are similarities for every space (higher is better): cosine via inner product on
 L2-normalised float vectors, ``1 - hamming / bits`` on binary spaces.
+
+Sharding costs no speed (FAISS wiki, "Threads and asynchronous calls": shard threads x OpenMP
+threads <= cores). CPU shards share the cores FAISS's OpenMP already uses: a batch large enough
+to occupy every thread inside one shard searches the shards one after another, each with all
+threads; a small batch (FAISS parallelises over queries, so one query is one thread) spreads
+the shards over single-threaded workers instead. GPU shards sit one per device and are searched
+in parallel, each under its device's lock.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, TypeVar
 from pathlib import Path
 
 import faiss
@@ -25,8 +33,10 @@ from dedup.index.shard import (
     similarity_to_hamming,
 )
 
-__all__ = ["ShardedIndex", "trained_index", "resolve_factory", "hamming_to_similarity",
-           "similarity_to_hamming"]
+__all__ = ["ShardedIndex", "trained_index", "resolve_factory", "resolve_shards",
+           "hamming_to_similarity", "similarity_to_hamming"]
+
+_T = TypeVar("_T")
 
 AUTO_IVF_MIN = 100_000  # below this, exact search is fast enough and needs no training
 _MAX_TRAIN = 256  # training points per centroid (FAISS's own cap)
@@ -54,14 +64,32 @@ def resolve_factory(factory: str, expected_size: int, n_shards: int, metric: str
     return f"BIVF{nlist}" if metric == "hamming" else f"IVF{nlist},Flat"
 
 
+def resolve_shards(n_shards: int | str, use_gpu: bool | None = None,
+                   metric: str = "ip") -> int:
+    """``auto`` -> one shard per GPU FAISS may use for this space, else one (a CPU gains
+    nothing from more: its cores already search one shard together)."""
+    if n_shards != "auto":
+        if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
+            raise InvalidArgument(f"n_shards must be an integer >= 1 or 'auto', got {n_shards!r}")
+        return n_shards
+    if use_gpu is False or metric == "hamming":  # binary indexes stay on CPU
+        return 1
+    return max(1, num_gpus())
+
+
+def _single_omp_thread() -> None:
+    # OpenMP's thread count is per calling thread: this worker's FAISS calls use one thread,
+    # other threads keep theirs.
+    faiss.omp_set_num_threads(1)
+
+
 class ShardedIndex:
     """Shards of one space; thread-safe: concurrent searches, exclusive per-shard writes."""
 
-    def __init__(self, dim: int, factory: str = "auto", n_shards: int = 1, metric: str = "ip",
-                 nprobe: int | None = None, use_gpu: bool | None = None, expected_size: int = 0,
-                 fp16: bool = False, _shards: list[Shard] | None = None):
-        if n_shards < 1:
-            raise InvalidArgument(f"n_shards must be >= 1, got {n_shards}")
+    def __init__(self, dim: int, factory: str = "auto", n_shards: int | str = 1,
+                 metric: str = "ip", nprobe: int | None = None, use_gpu: bool | None = None,
+                 expected_size: int = 0, fp16: bool = False, _shards: list[Shard] | None = None):
+        n_shards = resolve_shards(n_shards, use_gpu, metric)
         if dim < 1:
             raise InvalidArgument(f"dim must be >= 1, got {dim}")
         self.dim = dim
@@ -77,8 +105,15 @@ class ShardedIndex:
             template = build_cpu_index(self.factory, dim, metric)
             _shards = [self._make_shard(clone(template), i) for i in range(n_shards)]
         self.shards = _shards
-        self._pool = ThreadPoolExecutor(max_workers=n_shards, thread_name_prefix="shard") \
-            if n_shards > 1 else None
+        self._pool: ThreadPoolExecutor | None = None
+        self._threads = max(1, faiss.omp_get_max_threads())  # the cores FAISS searches with
+        if n_shards > 1 and self.on_gpu:
+            # one thread per shard: devices work in parallel, each shard under its device lock
+            self._pool = ThreadPoolExecutor(n_shards, thread_name_prefix="shard")
+        elif n_shards > 1 and self._threads > 1:
+            self._pool = ThreadPoolExecutor(min(n_shards, self._threads),
+                                            thread_name_prefix="shard",
+                                            initializer=_single_omp_thread)
         self.nprobe = nprobe
 
     def _make_shard(self, cpu_index, i: int) -> Shard:
@@ -185,9 +220,9 @@ class ShardedIndex:
             raise InvalidArgument(f"k must be >= 1, got {k}")
         x = self._vectors(x)
         nq = len(x)
-        if self._pool is None:
+        if len(self.shards) == 1:
             return self.shards[0].search(x, k)
-        parts = list(self._pool.map(lambda s: s.search(x, k), self.shards))
+        parts = self._each_shard(lambda s: s.search(x, k), nq)
         # Similarity scores: keep the maximum (a min-heap of size k), see STYLE.md section 1.
         heap = faiss.ResultHeap(nq, k, keep_max=True)
         for D, I in parts:
@@ -196,6 +231,21 @@ class ShardedIndex:
         D, I = heap.D, heap.I
         D[I < 0] = -np.inf
         return D, I
+
+    def _each_shard(self, fn: Callable[[Shard], _T], nq: int) -> list[_T]:
+        """``fn`` of every shard, in shard order, on as many threads as the hardware can use.
+
+        CPU: FAISS parallelises a search over its queries (flat, IVF and HNSW alike; large flat
+        batches go to BLAS, threaded the same way), so ``nq`` queries keep ``min(nq, threads)``
+        threads busy inside one shard, while single-threaded shard workers keep
+        ``min(n_shards, threads)`` busy. Whichever is more wins; never both at once.
+        """
+        pool = self._pool
+        if pool is None:
+            return [fn(s) for s in self.shards]
+        if not self.on_gpu and min(nq, self._threads) >= min(len(self.shards), self._threads):
+            return [fn(s) for s in self.shards]
+        return list(pool.map(fn, self.shards))
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, directory: Path) -> list[str]:

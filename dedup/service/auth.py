@@ -1,7 +1,9 @@
-"""Bearer tokens mapped to roles, enforced per RPC by one server interceptor.
+"""Bearer tokens mapped to a role and a name, enforced per RPC by one server interceptor.
 
-reader: Lookup, BatchLookup, GetSeed, ListSeeds, Stats; analyst: + seed writes; admin: + Reload,
-PublishSnapshot. Health and reflection need no token, so stock tools work with none.
+reader: Lookup, BatchLookup, GetSeed, ListSeeds, Stats, WhoAmI; analyst: + seed writes, the
+audit trail (GetSeedHistory, ListOps) and seed content (GetSeedContent); admin: + Reload,
+PublishSnapshot. Health and reflection need no token, so stock tools work with none. The name is
+what the op log records as the actor of a write (never the token).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ _RANK = {role: i for i, role in enumerate(ROLES)}
 
 SERVICE = "/dedup.v1.Dedup/"
 METHOD_ROLES: dict[str, str] = {
-    **{SERVICE + m: "reader" for m in ("Lookup", "BatchLookup", "GetSeed", "ListSeeds", "Stats")},
-    **{SERVICE + m: "analyst" for m in ("AddSeeds", "RemoveSeeds", "RelabelSeed")},
+    **{SERVICE + m: "reader" for m in ("Lookup", "BatchLookup", "GetSeed", "ListSeeds", "Stats",
+                                       "WhoAmI")},
+    **{SERVICE + m: "analyst" for m in ("AddSeeds", "RemoveSeeds", "RelabelSeed", "RestoreSeed",
+                                        "GetSeedHistory", "ListOps", "GetSeedContent")},
     **{SERVICE + m: "admin" for m in ("Reload", "PublishSnapshot")},
 }
 PUBLIC_PREFIXES = (
@@ -35,7 +39,7 @@ PUBLIC_PREFIXES = (
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a role, and an actor name for the op log (never the token itself)."""
+    """Who is calling: a role, and the actor name the op log records (never the token)."""
 
     role: str
     actor: str
@@ -43,9 +47,23 @@ class Principal:
 
 ANONYMOUS_READER = Principal("reader", "anonymous")
 
+
+def _role_and_name(spec: object) -> tuple[str, str]:
+    """A token's config entry (a role, or a TokenSpec / {role, name}) -> (role, name)."""
+    if isinstance(spec, str):
+        return spec, ""
+    if isinstance(spec, Mapping):
+        return str(spec.get("role", "")), str(spec.get("name", "") or "")
+    return str(getattr(spec, "role", "")), str(getattr(spec, "name", "") or "")
+
 # The principal of the RPC being served; set by the interceptor around the handler call.
 current_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "dedup_principal", default=None)
+
+
+# What an anonymous caller may do where the config allows it (the loopback demo): match content
+# and read the bank's size -- never read seeds themselves (texts, notes, sources, contents).
+ANONYMOUS_METHODS = frozenset(SERVICE + m for m in ("Lookup", "BatchLookup", "Stats"))
 
 
 def required_role(method: str) -> str | None:
@@ -58,12 +76,15 @@ def required_role(method: str) -> str | None:
 class Authenticator:
     """Resolve ``authorization: Bearer <token>`` metadata to a Principal and check its role."""
 
-    def __init__(self, tokens: Mapping[str, str], allow_anonymous_reader: bool = False):
-        for token, role in tokens.items():
+    def __init__(self, tokens: Mapping[str, object], allow_anonymous_reader: bool = False):
+        # Compare digests, not tokens: constant time, and no raw token kept in a lookup table.
+        self._principals: dict[bytes, Principal] = {}
+        for token, spec in tokens.items():
+            role, name = _role_and_name(spec)
             if role not in _RANK:
                 raise ValueError(f"unknown role {role!r}")
-        # Compare digests, not tokens: constant time, and no raw token kept in a lookup table.
-        self._roles = {hashlib.sha256(t.encode()).digest(): r for t, r in tokens.items()}
+            digest = hashlib.sha256(token.encode()).digest()
+            self._principals[digest] = Principal(role, name or f"{role}:{digest.hex()[:8]}")
         self.allow_anonymous_reader = allow_anonymous_reader
 
     def principal(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Principal | None:
@@ -77,13 +98,13 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
         digest = hashlib.sha256(token.strip().encode()).digest()
-        role = None
-        for known, r in self._roles.items():
+        found = None
+        for known, principal in self._principals.items():
             if hmac.compare_digest(known, digest):
-                role = r
-        if role is None:
+                found = principal
+        if found is None:
             raise Unauthenticated("unknown token")
-        return Principal(role, f"{role}:{digest.hex()[:8]}")
+        return found
 
     def authorize(self, method: str, metadata) -> Principal | None:
         """The principal allowed to call ``method``; raises Unauthenticated / PermissionDenied."""
@@ -92,7 +113,7 @@ class Authenticator:
             return None
         principal = self.principal(metadata)
         if principal is None:
-            if not (self.allow_anonymous_reader and need == "reader"):
+            if not (self.allow_anonymous_reader and method in ANONYMOUS_METHODS):
                 # no credentials at all: the caller must authenticate, whatever else is allowed
                 raise Unauthenticated(f"{method} needs a bearer token (authorization metadata)")
             principal = ANONYMOUS_READER

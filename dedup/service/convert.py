@@ -3,6 +3,7 @@ typed errors <-> gRPC status codes."""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import grpc
@@ -10,10 +11,12 @@ import grpc
 from dedup import errors
 from dedup.config import Limits
 from dedup.errors import (DedupError, InvalidArgument, InvalidItem, LimitExceeded, ModelMismatch,
-                          NotFound, Overloaded, PermissionDenied, SnapshotError, StoreError,
+                          NotFound, Overloaded, PermissionDenied, SnapshotError, StorageFull,
+                          StoreError,
                           Unauthenticated)
 from dedup.types import (AddResult, EngineStats, Item, Label, LookupParams, LookupResult,
-                         Neighbor, QueryHash, Seed, Verdict)
+                         Neighbor, OpEntry, OpFilter, OpKind, QueryHash, RemoveResult,
+                         RemoveStatus, Seed, SeedContent, SeedFilter, Verdict)
 from dedup.v1 import dedup_pb2 as pb
 
 DEFAULT_TOP_K = 10
@@ -31,6 +34,7 @@ _ERROR_CODES: tuple[tuple[type[DedupError], grpc.StatusCode], ...] = (
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (ModelMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (SnapshotError, grpc.StatusCode.FAILED_PRECONDITION),
+    (StorageFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StoreError, grpc.StatusCode.INTERNAL),
 )
 
@@ -66,6 +70,29 @@ def status_for(error: BaseException, request_id: str = "") -> tuple[grpc.StatusC
 def error_kind(error: BaseException) -> str | None:
     """The class name a client can rebuild, for errors of dedup.errors; None for others."""
     return type(error).__name__ if isinstance(error, DedupError) else None
+
+
+RETRY_AFTER_KEY = "retry-after-ms"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"  # the rich status: google.rpc.Status
+
+
+def retry_metadata(error: BaseException, code: grpc.StatusCode, message: str,
+                   ) -> tuple[tuple[str, str | bytes], ...]:
+    """Trailing metadata telling a refused caller when to come back: ``retry-after-ms`` and
+    the standard ``google.rpc.RetryInfo`` in the rich status; empty when the error has no hint."""
+    seconds = getattr(error, "retry_after_s", None)
+    if seconds is None:
+        return ()
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    ms = max(1, math.ceil(seconds * 1000))
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.FromMilliseconds(ms)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return (RETRY_AFTER_KEY, str(ms)), (STATUS_DETAILS_KEY, status.SerializeToString())
 
 
 def error_from_status(code: grpc.StatusCode, details: str, kind: str | None = None) -> DedupError:
@@ -105,7 +132,8 @@ def item_to_proto(item: Item) -> pb.Item:
 
 
 def label_from_proto(msg: pb.Label) -> Label:
-    return Label(msg.name, msg.severity or 1)
+    """An absent severity is 1; a given one, 0 included, is checked by check_labels."""
+    return Label(msg.name, msg.severity if msg.HasField("severity") else 1)
 
 
 def label_to_proto(label: Label) -> pb.Label:
@@ -124,21 +152,81 @@ def lookup_params(request: pb.LookupRequest | pb.BatchLookupRequest, limits: Lim
 
 
 def page_token_to_after(token: str) -> int:
+    """A page token is the last seed id of the previous page: ASCII digits, a seed id (below
+    2**63). Anything else (``²`` is a Unicode digit; ``18446744073709551615`` is no seed id) is
+    INVALID_ARGUMENT."""
     if not token:
         return 0
-    if not token.isdigit():
-        raise InvalidArgument(f"bad page_token {token!r}")
+    if not (token.isascii() and token.isdigit()) or len(token) > 19 or int(token) >= 2**63:
+        raise InvalidArgument(f"bad page_token {token[:40]!r}: use the next_page_token returned")
     return int(token)
+
+
+def seed_filter(request: pb.ListSeedsRequest) -> SeedFilter:
+    """The listing's filters; empty fields match everything."""
+    return SeedFilter(
+        label=request.label or None, source=request.source or None,
+        added_by=request.added_by or None,
+        created_after=request.created_after if request.HasField("created_after") else None,
+        created_before=request.created_before if request.HasField("created_before") else None,
+        include_removed=request.include_removed)
+
+
+def op_filter(request: pb.ListOpsRequest) -> OpFilter:
+    """The audit query's filters; empty fields match everything."""
+    kinds = []
+    for k in request.kinds:
+        if k not in _OP_KINDS:
+            raise InvalidArgument(f"unknown op kind {k}")
+        kinds.append(_OP_KINDS[k])
+    return OpFilter(
+        actor=request.actor or None, kinds=tuple(kinds),
+        since=request.since if request.HasField("since") else None,
+        until=request.until if request.HasField("until") else None,
+        label=request.label or None,
+        seed_id=request.seed_id if request.HasField("seed_id") else None)
+
+
+def op_filter_to_proto(where: OpFilter, page_token: str = "", page_size: int = 0,
+                       ) -> pb.ListOpsRequest:
+    msg = pb.ListOpsRequest(actor=where.actor or "", label=where.label or "",
+                            kinds=[int(k) for k in where.kinds], page_token=page_token,
+                            page_size=page_size)
+    if where.since is not None:
+        msg.since = where.since
+    if where.until is not None:
+        msg.until = where.until
+    if where.seed_id is not None:
+        msg.seed_id = where.seed_id
+    return msg
+
+
+def seed_filter_to_proto(where: SeedFilter, page_token: str = "", page_size: int = 0,
+                         ) -> pb.ListSeedsRequest:
+    msg = pb.ListSeedsRequest(label=where.label or "", source=where.source or "",
+                              added_by=where.added_by or "", page_token=page_token,
+                              page_size=page_size, include_removed=where.include_removed)
+    if where.created_after is not None:
+        msg.created_after = where.created_after
+    if where.created_before is not None:
+        msg.created_before = where.created_before
+    return msg
+
+
+# OpKind values are the proto's OP_KIND_* numbers.
+_OP_KINDS = {int(k): k for k in OpKind}
 
 
 # ------------------------------------------------------------------ results
 def neighbor_to_proto(n: Neighbor) -> pb.Neighbor:
-    return pb.Neighbor(seed_id=n.seed_id, space=n.space, score=n.score,
+    return pb.Neighbor(seed_id=n.seed_id, space=n.space, score=n.score, verified=n.verified,
+                       **({"similarity": n.similarity} if n.similarity is not None else {}),
                        labels=[label_to_proto(x) for x in n.labels])
 
 
 def neighbor_from_proto(msg: pb.Neighbor) -> Neighbor:
-    return Neighbor(msg.seed_id, msg.space, msg.score, tuple(label_from_proto(x) for x in msg.labels))
+    return Neighbor(msg.seed_id, msg.space, msg.score, tuple(label_from_proto(x) for x in msg.labels),
+                    msg.verified, msg.similarity if msg.HasField("similarity") else None)
 
 
 def verdict_to_proto(v: Verdict) -> pb.Verdict:
@@ -202,13 +290,56 @@ def add_results_to_proto(results: Sequence[AddResult | BaseException], request_i
         if isinstance(r, BaseException):
             out.results.add(error=item_error_to_proto(r, request_id))
         else:
-            out.results.add(seed_id=r.seed_id, created=r.created)
+            out.results.add(seed_id=r.seed_id, created=r.created,
+                             labels_merged=r.labels_merged,
+                             labels=[label_to_proto(x) for x in r.labels])
     return out
 
 
 def add_results_from_proto(msg: pb.AddSeedsResponse) -> list[AddResult | DedupError]:
-    return [AddResult(r.seed_id, r.created) if r.WhichOneof("outcome") == "seed_id"
-            else item_error_from_proto(r.error) for r in msg.results]
+    return [AddResult(r.seed_id, r.created, r.labels_merged,
+                      tuple(label_from_proto(x) for x in r.labels))
+            if r.WhichOneof("outcome") == "seed_id" else item_error_from_proto(r.error)
+            for r in msg.results]
+
+
+_REMOVE_STATUS = {RemoveStatus.REMOVED: pb.REMOVE_STATUS_REMOVED,
+                  RemoveStatus.ALREADY_REMOVED: pb.REMOVE_STATUS_ALREADY_REMOVED,
+                  RemoveStatus.NOT_FOUND: pb.REMOVE_STATUS_NOT_FOUND}
+_REMOVE_STATUS_BACK = {v: k for k, v in _REMOVE_STATUS.items()}
+
+
+def remove_results_to_proto(results: Sequence[RemoveResult]) -> pb.RemoveSeedsResponse:
+    return pb.RemoveSeedsResponse(
+        removed_ids=[r.seed_id for r in results if r.status is RemoveStatus.REMOVED],
+        results=[pb.RemoveSeedResult(seed_id=r.seed_id, status=_REMOVE_STATUS[r.status])
+                 for r in results])
+
+
+def remove_results_from_proto(msg: pb.RemoveSeedsResponse) -> list[RemoveResult]:
+    return [RemoveResult(r.seed_id, _REMOVE_STATUS_BACK[r.status]) for r in msg.results]
+
+
+def op_to_proto(op: OpEntry) -> pb.OpEntry:
+    return pb.OpEntry(seq=op.seq, kind=int(op.kind), seed_id=op.seed_id, ts=op.ts,
+                      labels=[label_to_proto(x) for x in op.labels], actor=op.actor,
+                      reason=op.reason,
+                      previous_labels=[label_to_proto(x) for x in op.previous_labels])
+
+
+def op_from_proto(msg: pb.OpEntry) -> OpEntry:
+    return OpEntry(seq=msg.seq, kind=OpKind(msg.kind), seed_id=msg.seed_id, ts=msg.ts,
+                   labels=tuple(label_from_proto(x) for x in msg.labels), actor=msg.actor,
+                   reason=msg.reason,
+                   previous_labels=tuple(label_from_proto(x) for x in msg.previous_labels))
+
+
+def content_to_proto(c: SeedContent) -> pb.GetSeedContentResponse:
+    return pb.GetSeedContentResponse(seed_id=c.seed_id, content=c.data, media_type=c.media_type)
+
+
+def content_from_proto(msg: pb.GetSeedContentResponse) -> SeedContent:
+    return SeedContent(msg.seed_id, bytes(msg.content), msg.media_type)
 
 
 def seed_to_proto(s: Seed) -> pb.Seed:
@@ -216,6 +347,7 @@ def seed_to_proto(s: Seed) -> pb.Seed:
         seed_id=s.seed_id, labels=[label_to_proto(x) for x in s.labels], source=s.source,
         note=s.note, created_at=s.created_at, sha256=s.sha256, modalities=list(s.modalities),
         has_content=s.has_content, removed=s.removed, hash_only=s.hash_only,
+        added_by=s.added_by,
     )
     if s.removed_at is not None:
         msg.removed_at = s.removed_at
@@ -231,12 +363,17 @@ def seed_from_proto(msg: pb.Seed) -> Seed:
         modalities=tuple(msg.modalities), has_content=msg.has_content, removed=msg.removed,
         removed_at=msg.removed_at if msg.HasField("removed_at") else None,
         text=msg.text if msg.HasField("text") else None,
-        hash_only=msg.hash_only,
+        hash_only=msg.hash_only, added_by=msg.added_by,
     )
 
 
-def stats_to_proto(stats: EngineStats) -> pb.StatsResponse:
+_LIMIT_FIELDS = tuple(f.name for f in pb.ServerLimits.DESCRIPTOR.fields)
+
+
+def stats_to_proto(stats: EngineStats, limits: Limits | None = None) -> pb.StatsResponse:
     return pb.StatsResponse(
+        limits=pb.ServerLimits(**{f: getattr(limits, f) for f in _LIMIT_FIELDS})
+        if limits is not None else None,
         seeds_active=stats.seeds_active, seeds_removed=stats.seeds_removed,
         labels={k: int(v) for k, v in stats.labels.items()},
         spaces=[pb.SpaceStats(space=name, model_id=s.model_id, ntotal=int(s.ntotal),
@@ -253,4 +390,6 @@ def stats_from_proto(msg: pb.StatsResponse) -> dict:
         "labels": dict(msg.labels), "op_seq": msg.op_seq, "snapshot_version": msg.snapshot_version,
         "spaces": {s.space: {"model_id": s.model_id, "ntotal": s.ntotal, "threshold": s.threshold}
                    for s in msg.spaces},
+        "limits": {f: getattr(msg.limits, f) for f in _LIMIT_FIELDS}
+        if msg.HasField("limits") else {},
     }

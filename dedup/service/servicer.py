@@ -11,6 +11,7 @@ only the item that raised it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -22,7 +23,9 @@ from dedup.errors import DedupError, Overloaded
 from dedup.items import Prepared
 from dedup.service import convert
 from dedup.service.auth import current_principal
+from dedup.embed.spaces import memory_cost
 from dedup.service.batcher import MicroBatcher
+from dedup.service.budget import MemoryBudget
 from dedup.service.metrics import current_request_id
 from dedup.types import LookupParams, LookupResult
 from dedup.v1 import dedup_pb2 as pb
@@ -48,10 +51,13 @@ def _rpc(method):
             if not isinstance(e, DedupError):
                 log.exception("unexpected error", extra={"request_id": rid,
                                                          "method": method.__name__})
+            code, message = convert.status_for(e, rid)
             kind = convert.error_kind(e)
-            if kind:
-                context.set_trailing_metadata(((convert.ERROR_KIND_KEY, kind),))
-            await context.abort(*convert.status_for(e, rid))
+            trailing = ((convert.ERROR_KIND_KEY, kind),) if kind else ()
+            trailing += convert.retry_metadata(e, code, message)  # refused: when to retry
+            if trailing:
+                context.set_trailing_metadata(trailing)
+            await context.abort(code, message)
 
     return wrapper
 
@@ -74,6 +80,7 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
         # Unbatched path: bound the calls waiting for a worker the same way the batcher does.
         self._max_waiting = batcher_config.max_queue if batcher_config is not None else 1024
         self._waiting = 0
+        self._budget = MemoryBudget(limits.max_decode_bytes)
 
     def attach(self, engine) -> None:
         """Start serving from ``engine`` (called once models and index are loaded)."""
@@ -83,12 +90,21 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
                 self._lookup_batch, self._executor, max_batch=cfg.max_batch,
                 max_wait_ms=cfg.max_wait_ms, max_queue=cfg.max_queue,
                 max_inflight=cfg.max_inflight,
-                on_batch=self._metrics.observe_batch if self._metrics else None)
+                on_batch=self._metrics.observe_batch if self._metrics else None,
+                max_queue_delay_ms=cfg.max_queue_delay_ms)
         self.engine = engine
 
     async def close(self) -> None:
         if self._batcher is not None:
             await self._batcher.close()
+
+    def _admit(self, n: int, remaining: float | None):
+        """Admit a lookup's ``n`` items before any work is done on them, or refuse the call at
+        once (Overloaded with a retry hint) when the measured capacity cannot serve them within
+        the batcher's queue-delay budget or before the deadline (``remaining`` seconds)."""
+        if self._batcher is None:
+            return contextlib.nullcontext()
+        return self._batcher.admit(n, remaining)
 
     async def _call(self, fn, *args, **kwargs):
         """Run a blocking engine call in the worker pool, shedding load past the queue bound."""
@@ -124,23 +140,42 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
                 out.append(e)
         return out
 
-    async def _lookup_items(self, items, params: LookupParams) -> list[LookupResult | Exception]:
+    async def _lookup_items(self, items, params: LookupParams,
+                            context=None) -> list[LookupResult | Exception]:
+        """Each item is decoded and embedded while it holds its share of the memory budget,
+        so a batch of large images is decoded as room frees up, never all at once."""
         if self._metrics is not None:
             self._metrics.items.inc(len(items))
-        prepared = await self._call(self.engine.prepare, items)
-        entries = [(p, params) for p in prepared if isinstance(p, Prepared)]
-        if not entries:
-            results = iter(())
-        elif self._batcher is None:
-            results = iter(await self._call(self._lookup_batch, entries))
-        else:
-            results = iter(await self._batcher.submit(entries))
-        return [next(results) if isinstance(p, Prepared) else p for p in prepared]
+        costs = [memory_cost(self.engine.spaces, item, self.limits) for item in items]
+        wait = self.limits.max_decode_wait_s
+        remaining = context.time_remaining() if context is not None else None
+        if remaining is not None:
+            wait = min(wait, max(0.0, remaining))
+
+        async def one(item, cost) -> LookupResult | Exception:
+            try:
+                async with self._budget.hold(cost, wait):
+                    (p,) = await self._call(self.engine.prepare, [item])
+                    if not isinstance(p, Prepared):
+                        return p
+                    if self._batcher is None:
+                        (result,) = await self._call(self._lookup_batch, [(p, params)])
+                    else:
+                        (result,) = await self._batcher.submit([(p, params)], admitted)
+                    return result
+            except DedupError as e:  # this item's own: budget wait, queue full
+                return e
+
+        admitted = self._admit(len(items), remaining)
+        with admitted:
+            return list(await asyncio.gather(*(one(item, cost)
+                                               for item, cost in zip(items, costs))))
 
     @_rpc
     async def Lookup(self, request: pb.LookupRequest, context) -> pb.LookupResponse:
         params = convert.lookup_params(request, self.limits)
-        (result,) = await self._lookup_items([convert.item_from_proto(request.item)], params)
+        (result,) = await self._lookup_items([convert.item_from_proto(request.item)], params,
+                                             context)
         if isinstance(result, Exception):
             raise result
         return convert.lookup_result_to_proto(result)
@@ -150,11 +185,12 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
         self.limits.check_batch(len(request.items))
         params = convert.lookup_params(request, self.limits)
         items = [convert.item_from_proto(x) for x in request.items]
-        results = await self._lookup_items(items, params)
+        results = await self._lookup_items(items, params, context)
         return convert.batch_results_to_proto(results, self.engine.snapshot_version,
                                               current_request_id.get())
 
     # ------------------------------------------------------------------ writes
+    # Each write records the caller's name (auth) and the request's reason in the op log.
     @_rpc
     async def AddSeeds(self, request: pb.AddSeedsRequest, context) -> pb.AddSeedsResponse:
         self.limits.check_batch(len(request.items))
@@ -162,20 +198,29 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
         labels = [convert.label_from_proto(x) for x in request.labels]
         # Returns only after the LMDB commit: the response is the acknowledgement.
         results = await self._call(self.engine.add_seeds, items, labels, source=request.source,
-                                   note=request.note, actor=_actor())
+                                   note=request.note, actor=_actor(), reason=request.reason,
+                                   merge_labels=request.merge_labels)
         return convert.add_results_to_proto(results, current_request_id.get())
 
     @_rpc
     async def RemoveSeeds(self, request: pb.RemoveSeedsRequest, context) -> pb.RemoveSeedsResponse:
         self.limits.check_batch(len(request.seed_ids))
-        removed = await self._call(self.engine.remove_seeds, list(request.seed_ids), actor=_actor())
-        return pb.RemoveSeedsResponse(removed_ids=removed)
+        results = await self._call(self.engine.remove_seeds, list(request.seed_ids),
+                                   actor=_actor(), reason=request.reason)
+        return convert.remove_results_to_proto(results)
 
     @_rpc
     async def RelabelSeed(self, request: pb.RelabelSeedRequest, context) -> pb.RelabelSeedResponse:
         labels = [convert.label_from_proto(x) for x in request.labels]
-        seed = await self._call(self.engine.relabel, request.seed_id, labels, actor=_actor())
+        seed = await self._call(self.engine.relabel, request.seed_id, labels, actor=_actor(),
+                                reason=request.reason)
         return pb.RelabelSeedResponse(seed=convert.seed_to_proto(seed))
+
+    @_rpc
+    async def RestoreSeed(self, request: pb.RestoreSeedRequest, context) -> pb.RestoreSeedResponse:
+        seed, restored = await self._call(self.engine.restore_seed, request.seed_id,
+                                          actor=_actor(), reason=request.reason)
+        return pb.RestoreSeedResponse(seed=convert.seed_to_proto(seed), restored=restored)
 
     # ------------------------------------------------------------------ reads
     @_rpc
@@ -186,17 +231,43 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
     @_rpc
     async def ListSeeds(self, request: pb.ListSeedsRequest, context) -> pb.ListSeedsResponse:
         seeds, next_after = await self._call(
-            self.engine.list_seeds, label=request.label or None,
-            after=convert.page_token_to_after(request.page_token),
+            self.engine.list_seeds, after=convert.page_token_to_after(request.page_token),
             limit=request.page_size or convert.DEFAULT_PAGE_SIZE,
-            include_removed=request.include_removed)
+            where=convert.seed_filter(request))
         return pb.ListSeedsResponse(
             seeds=[convert.seed_to_proto(s) for s in seeds],
             next_page_token=str(next_after) if next_after is not None else "")
 
     @_rpc
+    async def GetSeedHistory(self, request: pb.GetSeedHistoryRequest, context,
+                             ) -> pb.GetSeedHistoryResponse:
+        seed, ops = await self._call(self.engine.history, request.seed_id)
+        return pb.GetSeedHistoryResponse(seed=convert.seed_to_proto(seed),
+                                         ops=[convert.op_to_proto(op) for op in ops])
+
+    @_rpc
+    async def ListOps(self, request: pb.ListOpsRequest, context) -> pb.ListOpsResponse:
+        before = convert.page_token_to_after(request.page_token) or None
+        ops, next_before = await self._call(
+            self.engine.ops, convert.op_filter(request), before=before,
+            limit=request.page_size or convert.DEFAULT_PAGE_SIZE)
+        return pb.ListOpsResponse(ops=[convert.op_to_proto(op) for op in ops],
+                                  next_page_token=str(next_before) if next_before else "")
+
+    @_rpc
+    async def GetSeedContent(self, request: pb.GetSeedContentRequest, context,
+                             ) -> pb.GetSeedContentResponse:
+        return convert.content_to_proto(await self._call(self.engine.content, request.seed_id))
+
+    @_rpc
+    async def WhoAmI(self, request: pb.WhoAmIRequest, context) -> pb.WhoAmIResponse:
+        principal = current_principal.get()
+        return pb.WhoAmIResponse(name=principal.actor if principal else "",
+                                 role=principal.role if principal else "")
+
+    @_rpc
     async def Stats(self, request: pb.StatsRequest, context) -> pb.StatsResponse:
-        return convert.stats_to_proto(await self._call(self.engine.stats))
+        return convert.stats_to_proto(await self._call(self.engine.stats), self.limits)
 
     # ------------------------------------------------------------------ admin
     @_rpc

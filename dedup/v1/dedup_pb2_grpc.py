@@ -84,6 +84,31 @@ class DedupStub:
                 request_serializer=dedup_dot_v1_dot_dedup__pb2.PublishSnapshotRequest.SerializeToString,
                 response_deserializer=dedup_dot_v1_dot_dedup__pb2.PublishSnapshotResponse.FromString,
                 _registered_method=True)
+        self.RestoreSeed = channel.unary_unary(
+                '/dedup.v1.Dedup/RestoreSeed',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.RestoreSeedRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.RestoreSeedResponse.FromString,
+                _registered_method=True)
+        self.GetSeedHistory = channel.unary_unary(
+                '/dedup.v1.Dedup/GetSeedHistory',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.GetSeedHistoryRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.GetSeedHistoryResponse.FromString,
+                _registered_method=True)
+        self.ListOps = channel.unary_unary(
+                '/dedup.v1.Dedup/ListOps',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.ListOpsRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.ListOpsResponse.FromString,
+                _registered_method=True)
+        self.GetSeedContent = channel.unary_unary(
+                '/dedup.v1.Dedup/GetSeedContent',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.GetSeedContentRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.GetSeedContentResponse.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/dedup.v1.Dedup/WhoAmI',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
 
 
 class DedupServicer:
@@ -104,14 +129,16 @@ class DedupServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddSeeds(self, request, context):
-        """Add seeds; durable (LMDB commit) before the response. Exact duplicates return the existing id.
+        """Add seeds; durable (LMDB commit) before the response. Exact duplicates return the existing
+        id (their labels unchanged unless merge_labels).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveSeeds(self, request, context):
-        """Remove seeds; a removed seed never appears in a verdict again.
+        """Remove seeds, each id reported (removed, already removed, not found); a removed seed never
+        appears in a verdict again, unless RestoreSeed brings it back.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,6 +180,41 @@ class DedupServicer:
 
     def PublishSnapshot(self, request, context):
         """Admin: write a snapshot of the live index and publish it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreSeed(self, request, context):
+        """Undo a removal: the seed is active again under the same id, searchable at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSeedHistory(self, request, context):
+        """One seed and its op-log entries, oldest first: who added, relabelled, removed, restored it, why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOps(self, request, context):
+        """The audit trail, newest first, filtered by actor, kind, time, label or seed; paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSeedContent(self, request, context):
+        """A seed's stored content (original image bytes, or a text seed's normalised text).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """The caller's name and role, as the server knows its token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -210,6 +272,31 @@ def add_DedupServicer_to_server(servicer, server):
                     servicer.PublishSnapshot,
                     request_deserializer=dedup_dot_v1_dot_dedup__pb2.PublishSnapshotRequest.FromString,
                     response_serializer=dedup_dot_v1_dot_dedup__pb2.PublishSnapshotResponse.SerializeToString,
+            ),
+            'RestoreSeed': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreSeed,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.RestoreSeedRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.RestoreSeedResponse.SerializeToString,
+            ),
+            'GetSeedHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSeedHistory,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.GetSeedHistoryRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.GetSeedHistoryResponse.SerializeToString,
+            ),
+            'ListOps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOps,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.ListOpsRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.ListOpsResponse.SerializeToString,
+            ),
+            'GetSeedContent': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSeedContent,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.GetSeedContentRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.GetSeedContentResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.WhoAmIRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.WhoAmIResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -482,6 +569,141 @@ class Dedup:
             '/dedup.v1.Dedup/PublishSnapshot',
             dedup_dot_v1_dot_dedup__pb2.PublishSnapshotRequest.SerializeToString,
             dedup_dot_v1_dot_dedup__pb2.PublishSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreSeed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.v1.Dedup/RestoreSeed',
+            dedup_dot_v1_dot_dedup__pb2.RestoreSeedRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.RestoreSeedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSeedHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.v1.Dedup/GetSeedHistory',
+            dedup_dot_v1_dot_dedup__pb2.GetSeedHistoryRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.GetSeedHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.v1.Dedup/ListOps',
+            dedup_dot_v1_dot_dedup__pb2.ListOpsRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.ListOpsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSeedContent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.v1.Dedup/GetSeedContent',
+            dedup_dot_v1_dot_dedup__pb2.GetSeedContentRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.GetSeedContentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.v1.Dedup/WhoAmI',
+            dedup_dot_v1_dot_dedup__pb2.WhoAmIRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,3 +28,9 @@ def test_demo_serves_lookups_without_a_token_but_refuses_anonymous_writes(server
         assert anonymous.stats()["seeds_active"] >= 5
         with pytest.raises(Unauthenticated):
             anonymous.add_seeds([Item(text="anonymous write")], [Label("demo.spam", 1)])
+        # the bank's seeds (texts, notes, sources) are not for anonymous eyes
+        seed_id = result.verdicts[0].evidence[0].seed_id
+        with pytest.raises(Unauthenticated):
+            anonymous.get_seed(seed_id)
+        with pytest.raises(Unauthenticated):
+            anonymous.list_seeds()

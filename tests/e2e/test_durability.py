@@ -125,3 +125,81 @@ def test_sigterm_drains_the_call_in_flight_and_exits_zero(server_factory, skimag
     assert not any(isinstance(r, DedupError) for r in outcome["results"])
     assert rc == 0, server.log_tail()
     assert '"msg": "stopped"' in server.log_text()
+
+
+PDQ_ONLY = """
+[spaces."pdq"]
+model = "pdq"
+threshold = 0.9
+"""
+
+
+def test_kill9_loop_during_adds_removes_and_publishes_keeps_every_acknowledgement(
+        server_factory, tmp_path_factory):
+    """Twenty-plus kill -9 rounds, each in the middle of concurrent adds, removes and snapshot
+    publishes: every acknowledged seed is searchable after the last restart, every
+    acknowledged removal stays removed."""
+    import numpy as np
+
+    from dedup.embed.pdq import to_hex
+
+    data_dir = tmp_path_factory.mktemp("kill-loop") / "data"
+    rng = np.random.default_rng(7)
+    acked: dict[int, str] = {}  # seed id -> its hash, acknowledged added
+    removed: set[int] = set()
+    unsure: set[int] = set()  # a removal in flight when the server died: it may have landed
+    rounds = 22
+    for round_no in range(rounds):
+        server = server_factory(f"kill-{round_no}", PDQ_ONLY, data_dir=data_dir)
+        stop = threading.Event()
+
+        def writer(analyst):
+            while not stop.is_set():
+                hexes = to_hex(rng.integers(0, 256, (4, 32), dtype=np.uint8))
+                try:
+                    results = analyst.add_seeds([Item(pdq=h) for h in hexes], [Label("kill.loop")])
+                    for (sid, created), h in zip(results, hexes):
+                        if created:
+                            acked[sid] = h
+                    victim = next((s for s in sorted(acked) if s not in removed | unsure), None)
+                    if victim is not None and len(acked) % 3 == 0:
+                        unsure.add(victim)
+                        if analyst.remove_seeds([victim]) == [victim]:
+                            removed.add(victim)
+                            unsure.discard(victim)
+                except DedupError:
+                    return
+
+        def publisher(admin):
+            while not stop.is_set():
+                try:
+                    admin.publish_snapshot()
+                except DedupError:
+                    return
+                time.sleep(0.05)
+
+        with server.client("analyst", timeout=10) as analyst, \
+                server.client("admin", timeout=10) as admin:
+            threads = [threading.Thread(target=writer, args=(analyst,)),
+                       threading.Thread(target=publisher, args=(admin,))]
+            for t in threads:
+                t.start()
+            time.sleep(0.3 + 0.7 * rng.random())
+            server.kill9()
+            stop.set()
+            for t in threads:
+                t.join(30)
+    final = server_factory("kill-final", PDQ_ONLY, data_dir=data_dir)
+    assert len(acked) > 4 * rounds and removed
+    with final.client("reader") as reader:
+        ids = sorted(acked)
+        for start in range(0, len(ids), 64):
+            chunk = ids[start:start + 64]
+            results = reader.batch_lookup([Item(pdq=acked[s]) for s in chunk], top_k=5)
+            for sid, res in zip(chunk, results):
+                if sid in removed:
+                    assert res.exact_match is None, f"{sid} resurrected"
+                    assert sid not in {n.seed_id for n in res.neighbors}
+                elif sid not in unsure:
+                    assert res.exact_match == sid, f"acknowledged seed {sid} lost"
+                    assert sid in {n.seed_id for n in res.neighbors if n.space == "pdq"}

@@ -1,14 +1,27 @@
-"""The benchmark set, built on the fly from real images and texts that installed packages ship.
+"""The benchmark sets: pictures from installed packages (images) and docstring sentences (texts).
 
-Images come from ``skimage/data``, ``sklearn.datasets`` and matplotlib's ``sample_data``; they
-are deduplicated (exact, PDQ and thumbnail correlation), then split three ways:
+Images come from the pictures scikit-image, scikit-learn and matplotlib ship plus the benchmark
+side of ``tools/datasources.py`` (Debian packages, installed with apt when missing; never a
+training-side or reserved package). ``build_picture_cache`` prepares them once, deterministically:
 
-* pool A: small or synthetic full images that become seeds;
-* pool B: small or synthetic full images that become distractors;
-* pool C: tile sources, the large natural photos. Their full image is never used (it would contain every tile); their
-  non-overlapping tiles are genuinely different images. Half of the sources give seed tiles,
-  the other half distractor tiles, so no negative shares a photo with a seed. This is how the
-  benchmark reaches enough unrelated pairs for a 0.1% false-match rate.
+* a file whose sha256 equals a file of an installed training-side package is dropped;
+* tiny (shorter side < 128 px), banner-shaped (aspect > 3) and flat pictures are dropped, and so
+  are sparse ones (over 90% of the pixels one background colour: a lone sprite, a few strokes),
+  repetitive ones (sprite sheets, tiled patterns: the high-passed picture's autocorrelation
+  peaks above 0.4 away from the origin) and texture maps that are not pictures (normal,
+  specular, height... maps, by file name or a normal map's colour);
+* a large picture (shorter side >= 1024 px) is cut into up to 12 separated 384 px tiles (tiles
+  no use by the rules above skipped) and never used whole, since it would contain its tiles;
+  other pictures are kept whole, shrunk to 512 px on the long side;
+* exact, PDQ (Hamming <= 40), thumbnail-correlation (>= 0.85) and centre-square-correlation
+  (>= 0.9, the same artwork in another aspect ratio) duplicates of an earlier picture go
+  (pictures taken in name order), then at most 80 pictures per family stay (evenly spread).
+
+The cache (PNG files + ``manifest.json``) lives outside the repository, by default in
+``$DEDUP_BENCH_CACHE`` or ``~/.cache/dedup-bench``. ``split_pictures`` then puts every *family*
+(one pip picture, or one directory of one package, with all its tiles) on one side: calibration
+or held-out, seeds or distractors. So no source picture, and no set of variants of one artwork,
+is on two sides.
 
 Texts are sentences split from docstrings of installed packages, deduplicated by word overlap.
 """
@@ -20,66 +33,97 @@ import hashlib
 import importlib
 import inspect
 import io
+import json
+import multiprocessing as mp
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from dedup.errors import InvalidArgument
 
-# Files that are not natural single images (multi-page TIFF, 14x25 GIF) or need a download.
+CACHE_VERSION = 2
+MIN_SIDE = 128
+MAX_SIDE = 512
+MAX_ASPECT = 3.0
+MIN_STD = 12.0
+MAX_BACKGROUND = 0.9  # share of pixels near the dominant colour above which a picture is sparse
+MAX_REPEAT = 0.4  # high-pass autocorrelation peak above which a picture repeats itself
+_TEXTURE_MAP = re.compile(r"[_-](n|nm|norm|normal|normals|s|spec|specular|gloss|glow|bump|h|height|"
+                          r"mask|ao|rough|roughness|metal|disp|occ|local)$", re.IGNORECASE)
+TILE = 384
+TILE_SOURCE_MIN = 1024
+TILE_SOURCE_LONG = 2048
+MAX_TILES = 12
+MAX_PER_FAMILY = 80  # one directory of sprites must not dominate a side
+# Files that are not natural single images or are synthetic test patterns.
 _SKIP = {"multipage.tif", "multipage_rgb.tif", "no_time_for_that_tiny.gif"}
-# Periodic or synthetic images whose tiles would be identical to each other.
-_NO_TILES = {"chessboard_GRAY", "chessboard_RGB", "color", "logo", "phantom", "horse",
-             "clock_motion", "text", "page", "logo2"}
-_IMAGE_EXT = (".png", ".jpg", ".jpeg")
+_PIP_EXT = (".png", ".jpg", ".jpeg")
+_PIP_ORIGINS = ("skimage", "sklearn", "matplotlib")
 
 
 @dataclass
 class Original:
-    """One original image of the benchmark."""
+    """One picture held in memory."""
 
-    name: str  # "skimage/astronaut", "skimage/retina#r1c2" (a tile), "lfw/017"
+    name: str  # "skimage/astronaut", "stellarium-data:nebulae/m42.png#r1c2" (a tile)
     image: Image.Image  # RGB
+    origin: str = ""  # "skimage", or the Debian package
+    family: str = ""  # the unit the split keeps on one side
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One prepared picture of the benchmark, cached as a PNG file."""
+
+    pid: int
+    name: str
+    origin: str
+    family: str
+    path: str
+
+    def load(self) -> Image.Image:
+        """The picture, RGB."""
+        with Image.open(self.path) as img:
+            return img.convert("RGB")
+
+    def data(self) -> bytes:
+        """The cached PNG bytes (what is added as a seed)."""
+        return Path(self.path).read_bytes()
 
 
 @dataclass
 class ImageBenchmark:
-    """Seeds (the bank) and distractors (originals of negative queries), all distinct."""
+    """Seeds (the bank) and distractors (originals of negative queries), in two halves."""
 
-    seeds: list[Original]
-    distractors: list[Original]
-    dropped: list[tuple[str, str]] = field(default_factory=list)  # (dropped, kept) duplicates
+    seeds: dict[str, list[Picture]]  # half -> pictures; half is "calibration" or "heldout"
+    distractors: dict[str, list[Picture]]
+    cache: dict = field(default_factory=dict)  # the cache manifest's summary
 
-    def summary(self) -> dict:
-        """Counts and names, for the report."""
-        return {
-            "n_seeds": len(self.seeds),
-            "n_distractors": len(self.distractors),
-            "seeds": [o.name for o in self.seeds],
-            "distractor_sources": sorted({o.name.split("#")[0] for o in self.distractors
-                                          if not o.name.startswith("lfw/")}),
-            "n_lfw_distractors": sum(o.name.startswith("lfw/") for o in self.distractors),
-            "n_tile_distractors": sum("#" in o.name for o in self.distractors),
-            "n_tile_seeds": sum("#" in o.name for o in self.seeds),
-            "dropped_duplicates": [{"dropped": a, "kept": b} for a, b in self.dropped],
-        }
-
-
-@dataclass
-class TextBenchmark:
-    """Seed sentences and unrelated distractor sentences."""
-
-    seeds: list[str]
-    distractors: list[str]
-    n_candidates: int = 0
+    @property
+    def all_seeds(self) -> list[Picture]:
+        """Every seed, calibration half first: a seed's index here is its benchmark number."""
+        return self.seeds["calibration"] + self.seeds["heldout"]
 
     def summary(self) -> dict:
-        """Counts and examples, for the report."""
-        return {"n_seeds": len(self.seeds), "n_distractors": len(self.distractors),
-                "n_candidates": self.n_candidates, "seed_examples": self.seeds[:3]}
+        """Counts per half, role and origin, for the report."""
+        out = {"cache": self.cache, "halves": {}}
+        for half in HALVES:
+            for role, pics in (("seeds", self.seeds[half]), ("distractors", self.distractors[half])):
+                origins: dict[str, int] = {}
+                for p in pics:
+                    origins[p.origin] = origins.get(p.origin, 0) + 1
+                out["halves"].setdefault(half, {})[role] = {
+                    "n": len(pics), "families": len({p.family for p in pics}),
+                    "tiles": sum("#" in p.name for p in pics), "by_origin": origins}
+        return out
+
+
+HALVES = ("calibration", "heldout")
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -92,52 +136,181 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _image_files() -> list[tuple[str, str]]:
-    """(name, path) of every packaged natural image that loads offline, sorted by name."""
+def _pip_files() -> list[tuple[str, str, Path]]:
+    """(origin, name, path) of every picture scikit-image, scikit-learn and matplotlib ship."""
     import matplotlib
     import skimage
     import sklearn.datasets
 
     dirs = [
-        ("skimage", os.path.join(os.path.dirname(skimage.__file__), "data")),
-        ("sklearn", os.path.join(os.path.dirname(sklearn.datasets.__file__), "images")),
-        ("matplotlib", os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data")),
+        ("skimage", Path(skimage.__file__).parent / "data"),
+        ("sklearn", Path(sklearn.datasets.__file__).parent / "images"),
+        ("matplotlib", Path(matplotlib.__file__).parent / "mpl-data" / "sample_data"),
     ]
     out = []
-    for prefix, d in dirs:
-        if not os.path.isdir(d):
-            continue
-        for fn in sorted(os.listdir(d)):
-            if fn in _SKIP or not fn.lower().endswith(_IMAGE_EXT):
-                continue
-            out.append((f"{prefix}/{os.path.splitext(fn)[0]}", os.path.join(d, fn)))
-    return sorted(out)
+    for origin, d in dirs:
+        if d.is_dir():
+            out += [(origin, f"{origin}/{p.stem}", p) for p in sorted(d.iterdir())
+                    if p.name not in _SKIP and p.suffix.lower() in _PIP_EXT]
+    return sorted(out, key=lambda t: t[1])
 
 
 def load_originals(min_side: int = 96) -> list[Original]:
-    """Every packaged image as RGB, smallest side at least ``min_side`` pixels."""
+    """Every picture the pip packages ship, as RGB, smallest side at least ``min_side``."""
     out = []
-    for name, path in _image_files():
+    for origin, name, path in _pip_files():
         with Image.open(path) as img:
             img.load()
             rgb = _to_rgb(img)
         if min(rgb.size) >= min_side:
-            out.append(Original(name, rgb))
+            out.append(Original(name, rgb, origin, name))
     return out
 
 
-def load_lfw(n: int, size: int = 112) -> list[Original]:
-    """Up to ``n`` of skimage's 200 LFW face crops (25x25 grey), upscaled to ``size``."""
-    import skimage
+def _package_files(packages) -> list[tuple[str, str, Path]]:
+    """(package, name, path) of the image files of benchmark-side packages (apt-installed)."""
+    from tools.datasources import ensure_installed, package_files
 
-    if n <= 0:
-        return []
-    faces = np.load(os.path.join(os.path.dirname(skimage.__file__), "data", "lfw_subset.npy"))
+    ensure_installed(list(packages), "bench")
     out = []
-    for i, face in enumerate(faces[:n]):
-        img = Image.fromarray((face * 255).round().astype(np.uint8), "L")
-        out.append(Original(f"lfw/{i:03d}", img.resize((size, size), Image.BICUBIC).convert("RGB")))
+    for pkg in packages:
+        for path in package_files(pkg, "bench"):
+            rel = str(path).removeprefix("/usr/share/")
+            out.append((pkg, f"{pkg}:{rel}", path))
     return out
+
+
+def training_hashes() -> dict[str, str]:
+    """sha256 -> file, for every image file of every installed training-side package."""
+    from tools.datasources import TRAIN_PACKAGES, installed_version, package_files
+
+    out = {}
+    for pkg in TRAIN_PACKAGES:
+        if installed_version(pkg) is None:
+            continue
+        for path in package_files(pkg, "train"):
+            out.setdefault(_file_sha(path), f"{pkg}:{path}")
+    return out
+
+
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _flat(img: Image.Image) -> bool:
+    return float(np.asarray(img.convert("L").resize((64, 64)), np.float32).std()) < MIN_STD
+
+
+def _sparse(img: Image.Image) -> bool:
+    """Mostly one background colour (a lone sprite, a few strokes on black or white)."""
+    a = np.asarray(img.convert("RGB").resize((128, 128), Image.BILINEAR), np.int16).reshape(-1, 3)
+    q = a // 16
+    keys, counts = np.unique(q[:, 0] * 256 + q[:, 1] * 16 + q[:, 2], return_counts=True)
+    k = int(keys[np.argmax(counts)])
+    dominant = np.array([k // 256, (k // 16) % 16, k % 16]) * 16 + 8
+    return float((np.abs(a - dominant).max(1) <= 24).mean()) > MAX_BACKGROUND
+
+
+_RADIUS = np.hypot(*np.mgrid[-64:64, -64:64])
+
+
+def _repetitive(img: Image.Image) -> bool:
+    """A sprite sheet or tiled pattern: the detail repeats at some shift of 8+ px (of 128)."""
+    from PIL import ImageFilter
+
+    g = img.convert("L").resize((128, 128), Image.BILINEAR)
+    h = np.asarray(g, np.float32) - np.asarray(g.filter(ImageFilter.GaussianBlur(3)), np.float32)
+    h -= h.mean()
+    f = np.fft.fft2(h)
+    ac = np.fft.fftshift(np.real(np.fft.ifft2(f * np.conj(f))))
+    return float(ac[_RADIUS >= 8].max()) > MAX_REPEAT * max(float(ac[64, 64]), 1e-6)
+
+
+def _normal_map(img: Image.Image) -> bool:
+    """A tangent-space normal map (mean colour near (128, 128, 255)), whatever its file name."""
+    r, g, b = np.asarray(img.convert("RGB").resize((64, 64)), np.float32).reshape(-1, 3).mean(0)
+    return abs(r - 128) < 30 and abs(g - 128) < 30 and b > 200
+
+
+def _unusable(img: Image.Image) -> str | None:
+    """Why a picture is no use to the benchmark, or None."""
+    if _flat(img):
+        return "flat"
+    if _normal_map(img):
+        return "texture_map"
+    if _sparse(img):
+        return "sparse"
+    if _repetitive(img):
+        return "repetitive"
+    return None
+
+
+def _shrink(img: Image.Image, side: int) -> Image.Image:
+    if max(img.size) > side:
+        img = img.copy()
+        img.thumbnail((side, side), Image.LANCZOS)
+    return img
+
+
+def tiles(orig: Original, tile: int = TILE, max_tiles: int = MAX_TILES) -> list[Original]:
+    """Separated ``tile`` x ``tile`` crops on a centred grid (a quarter tile apart, so no two
+    share a pixel row or column), flat ones skipped, at most ``max_tiles`` spread evenly."""
+    w, h = orig.image.size
+    step = tile + tile // 4
+    nx, ny = (w + tile // 4) // step, (h + tile // 4) // step
+    ox, oy = (w - (nx * step - tile // 4)) // 2, (h - (ny * step - tile // 4)) // 2
+    out = []
+    for r in range(ny):
+        for c in range(nx):
+            box = (ox + c * step, oy + r * step, ox + c * step + tile, oy + r * step + tile)
+            crop = orig.image.crop(box)
+            if _unusable(crop) is None:  # empty sky, black space: every such tile looks alike
+                out.append(Original(f"{orig.name}#r{r}c{c}", crop, orig.origin, orig.family))
+    if len(out) > max_tiles:  # evenly spread over the picture, not just its top rows
+        out = [out[i] for i in np.linspace(0, len(out) - 1, max_tiles).round().astype(int)]
+    return out
+
+
+def _prepare(origin: str, name: str, family: str, path: Path, stats: dict) -> list[Original]:
+    """One source file -> its picture (shrunk) or its tiles; [] when dropped (counted in stats)."""
+    if _TEXTURE_MAP.search(Path(name.split("#")[0]).stem):
+        stats["texture_map"] += 1
+        return []
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if min(w, h) < MIN_SIDE:
+                stats["tiny"] += 1
+                return []
+            if max(w, h) / min(w, h) > MAX_ASPECT:
+                stats["aspect"] += 1
+                return []
+            big = min(w, h) >= TILE_SOURCE_MIN
+            img.draft("RGB", (TILE_SOURCE_LONG,) * 2 if big else (MAX_SIDE,) * 2)  # JPEG: decode small
+            img.seek(0)
+            img.load()
+            rgb = _to_rgb(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        stats["unreadable"] += 1
+        return []
+    orig = Original(name, rgb, origin, family)
+    if big:
+        orig.image = _shrink(rgb, TILE_SOURCE_LONG)
+        parts = tiles(orig)
+        stats["tile_sources"] += 1
+        if not parts:
+            stats["no_usable_tile"] += 1
+        return parts
+    orig.image = _shrink(rgb, MAX_SIDE)
+    why = _unusable(orig.image)
+    if why:
+        stats[why] += 1
+        return []
+    return [orig]
 
 
 # -- dedup -----------------------------------------------------------------------------------
@@ -156,77 +329,246 @@ def _thumb(img: Image.Image, side: int = 16) -> np.ndarray:
     return a / max(float(np.linalg.norm(a)), 1e-6)
 
 
-def dedup_images(items: list[Original], max_hamming: int = 40,
-                 min_corr: float = 0.85) -> tuple[list[Original], list[tuple[str, str]]]:
-    """Drop every image that is an exact, PDQ (Hamming <= max_hamming) or thumbnail
-    (correlation >= min_corr) near-duplicate of one kept before it; returns (kept, dropped)."""
-    if not items:
+def _centre_square(img: Image.Image) -> Image.Image:
+    w, h = img.size
+    s = min(w, h)
+    return img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _features(img: Image.Image) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """What dedup compares: pixel sha256, packed PDQ bits, thumbnail, centre-square thumbnail."""
+    return (hashlib.sha256(img.tobytes()).hexdigest(), np.packbits(_pdq_bits(img)),
+            _thumb(img), _thumb(_centre_square(img)))
+
+
+def dedup_images(items: list[Original], max_hamming: int = 40, min_corr: float = 0.85,
+                 min_square_corr: float = 0.9, features: list | None = None,
+                 ) -> tuple[list[Original], list[tuple[str, str]]]:
+    """Drop every image that is an exact, PDQ (Hamming <= max_hamming), thumbnail (correlation
+    >= min_corr) or centre-square (correlation >= min_square_corr: the same artwork in another
+    aspect) near-duplicate of one kept before it; returns (kept, dropped pairs).
+    ``features`` (``_features`` of each item) may be given when computed elsewhere."""
+    n = len(items)
+    if not n:
         return [], []
-    sha = [hashlib.sha256(o.image.tobytes()).hexdigest() for o in items]
-    bits = np.stack([_pdq_bits(o.image) for o in items])
-    thumbs = np.stack([_thumb(o.image) for o in items])
-    ham = (bits[:, None, :] != bits[None, :, :]).sum(-1)
-    corr = thumbs @ thumbs.T
+    feats = features if features is not None else [_features(o.image) for o in items]
+    sha = [f[0] for f in feats]
+    bits = np.stack([f[1] for f in feats])
+    thumbs = np.stack([f[2] for f in feats])
+    squares = np.stack([f[3] for f in feats])
     kept: list[int] = []
+    first_sha: dict[str, int] = {}
     dropped: list[tuple[str, str]] = []
-    for i in range(len(items)):
-        dup = next((j for j in kept if sha[i] == sha[j] or ham[i, j] <= max_hamming
-                    or corr[i, j] >= min_corr), None)
+    for i in range(n):
+        dup = first_sha.get(sha[i])
+        if dup is None and kept:
+            k = np.asarray(kept)
+            ham = _POPCOUNT[np.bitwise_xor(bits[k], bits[i])].sum(1)
+            hit = (ham <= max_hamming) | (thumbs[k] @ thumbs[i] >= min_corr) | \
+                (squares[k] @ squares[i] >= min_square_corr)
+            if hit.any():
+                dup = int(k[np.argmax(hit)])
         if dup is None:
             kept.append(i)
+            first_sha[sha[i]] = i
         else:
             dropped.append((items[i].name, items[dup].name))
     return [items[i] for i in kept], dropped
 
 
-# -- tiles -----------------------------------------------------------------------------------
+# -- the cache -------------------------------------------------------------------------------
 
-def tiles(orig: Original, tile: int, max_tiles: int, min_std: float = 12.0) -> list[Original]:
-    """Non-overlapping ``tile`` x ``tile`` crops, skipping flat ones, at most ``max_tiles``."""
-    w, h = orig.image.size
-    grey = np.asarray(orig.image.convert("L"), dtype=np.float32)
-    ox, oy = (w % tile) // 2, (h % tile) // 2  # centre the grid
+def default_cache_dir() -> Path:
+    """``$DEDUP_BENCH_CACHE``, else ``~/.cache/dedup-bench``."""
+    return Path(os.environ.get("DEDUP_BENCH_CACHE") or Path.home() / ".cache" / "dedup-bench")
+
+
+def _cache_key(packages, include_pip: bool) -> dict:
+    from tools.datasources import installed_version
+
+    return {"version": CACHE_VERSION, "include_pip": include_pip,
+            "packages": {p: installed_version(p) for p in packages},
+            "limits": {"min_side": MIN_SIDE, "max_side": MAX_SIDE, "tile": TILE,
+                       "tile_source_min": TILE_SOURCE_MIN, "max_tiles": MAX_TILES,
+                       "max_background": MAX_BACKGROUND, "max_repeat": MAX_REPEAT,
+                       "max_per_family": MAX_PER_FAMILY}}
+
+
+_TRAIN_HASHES: set[str] = set()
+
+
+def _init_worker(train_hashes: set[str]) -> None:
+    global _TRAIN_HASHES
+    _TRAIN_HASHES = train_hashes
+
+
+def _prepare_job(job) -> tuple[bool, list[tuple[Original, tuple]], dict[str, int]]:
+    """One source file in a worker: (is a training file, [(picture, dedup features)], stats)."""
+    origin, name, path = job
+    stats: dict[str, int] = {"training_duplicate": 0, "texture_map": 0, "tiny": 0, "aspect": 0,
+                             "flat": 0, "sparse": 0, "repetitive": 0, "unreadable": 0,
+                             "tile_sources": 0, "no_usable_tile": 0}
+    if _file_sha(Path(path)) in _TRAIN_HASHES:
+        stats["training_duplicate"] = 1
+        return True, [], stats
+    family = name if origin in _PIP_ORIGINS else f"{origin}:{os.path.dirname(name.split(':', 1)[1])}"
+    parts = _prepare(origin, name, family, Path(path), stats)
+    return False, [(o, _features(o.image)) for o in parts], stats
+
+
+def build_picture_cache(cache_dir: Path, packages=None, include_pip: bool = True,
+                        train_hashes: dict[str, str] | None = None, rebuild: bool = False,
+                        progress=None, workers: int = 2) -> list[Picture]:
+    """Prepare the benchmark pictures into ``cache_dir`` (or reuse it when its key matches).
+
+    ``packages`` defaults to ``BENCH_PACKAGES`` (installed with apt when missing);
+    ``train_hashes`` (sha256 -> file) defaults to every installed training package's files."""
+    from tools.datasources import BENCH_PACKAGES
+
+    packages = tuple(BENCH_PACKAGES if packages is None else packages)
+    cache_dir = Path(cache_dir)
+    manifest_path = cache_dir / "manifest.json"
+    sources = (_pip_files() if include_pip else []) + (_package_files(packages) if packages else [])
+    key = _cache_key(packages, include_pip)
+    if manifest_path.exists() and not rebuild:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("key") == key:
+            return _pictures(cache_dir, manifest)
+    train_hashes = training_hashes() if train_hashes is None else train_hashes
+    stats = {"files": len(sources), "training_duplicate": 0, "texture_map": 0, "tiny": 0,
+             "aspect": 0, "flat": 0, "sparse": 0, "repetitive": 0, "unreadable": 0,
+             "tile_sources": 0, "no_usable_tile": 0, "family_cap": 0}
+    training_dups = []
+    prepared: list[tuple[Original, tuple]] = []
+    jobs = [(origin, name, path) for origin, name, path in sources]
+    # Decoding thousands of files is the slow part: worker processes, results in source order.
+    with mp.get_context("spawn").Pool(max(1, workers), _init_worker, (set(train_hashes),)) as pool:
+        done = pool.imap(_prepare_job, jobs, chunksize=8)
+        for (origin, name, path), (dup, parts, delta) in zip(
+                jobs, progress(done, total=len(jobs)) if progress else done):
+            if dup:
+                training_dups.append(name)
+            for k, v in delta.items():
+                stats[k] += v
+            prepared += parts
+    prepared.sort(key=lambda t: t[0].name)
+    items = [o for o, _ in prepared]
+    kept, dropped = dedup_images(items, features=[f for _, f in prepared])
+    stats["near_duplicate"] = len(dropped)
+    kept = _cap_families(kept, stats)
+    if cache_dir.exists():
+        shutil.rmtree(cache_dir)
+    (cache_dir / "pictures").mkdir(parents=True)
+    entries = []
+    for pid, o in enumerate(kept):
+        rel = f"pictures/{pid:05d}.png"
+        o.image.save(cache_dir / rel, format="PNG", compress_level=3)
+        entries.append({"pid": pid, "name": o.name, "origin": o.origin, "family": o.family,
+                        "file": rel, "size": list(o.image.size)})
+    manifest = {"key": key, "stats": {**stats, "kept": len(kept)}, "pictures": entries,
+                "dropped_duplicates": [{"dropped": a, "kept": b} for a, b in dropped],
+                "training_duplicates": training_dups}
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return _pictures(cache_dir, manifest)
+
+
+def _cap_families(items: list[Original], stats: dict) -> list[Original]:
+    """At most MAX_PER_FAMILY pictures per family, spread evenly over its sorted names."""
+    fams: dict[str, list[Original]] = {}
+    for o in items:
+        fams.setdefault(o.family, []).append(o)
     out = []
-    for r in range(h // tile):
-        for c in range(w // tile):
-            x0, y0 = ox + c * tile, oy + r * tile
-            if grey[y0:y0 + tile, x0:x0 + tile].std() < min_std:
-                continue  # empty sky, black space: every such tile looks alike
-            out.append(Original(f"{orig.name}#r{r}c{c}",
-                                orig.image.crop((x0, y0, x0 + tile, y0 + tile))))
-    if len(out) > max_tiles:  # evenly spread over the image, not just its top rows
-        out = [out[i] for i in np.linspace(0, len(out) - 1, max_tiles).round().astype(int)]
-    return out
+    for members in fams.values():
+        if len(members) > MAX_PER_FAMILY:
+            stats["family_cap"] += len(members) - MAX_PER_FAMILY
+            idx = np.linspace(0, len(members) - 1, MAX_PER_FAMILY).round().astype(int)
+            members = [members[i] for i in idx]
+        out += members
+    return sorted(out, key=lambda o: o.name)
 
 
-def build_image_benchmark(seed: int = 0, tile: int = 112, max_tiles: int = 32,
-                          n_lfw: int = 100, quick: bool = False) -> ImageBenchmark:
-    """Load, deduplicate and split the packaged images into seeds and distractors."""
-    originals, dropped = dedup_images(load_originals())
-    rng = np.random.default_rng(seed)
-    order = [originals[i] for i in rng.permutation(len(originals))]
-    tileable = [o for o in order if o.name.split("/")[1] not in _NO_TILES
-                and min(o.image.size) >= 2 * tile]
-    # Every large natural photo is a tile source (many distinct images from few photos); the
-    # small and synthetic ones stay whole.
-    sources = tileable
-    whole = [o for o in order if o not in sources]
-    pool_a, pool_b = whole[0::2], whole[1::2]
-    if quick:
-        sources, pool_a, pool_b = sources[:2], pool_a[:3], pool_b[:2]
-        max_tiles, n_lfw = min(max_tiles, 6), min(n_lfw, 10)
-    # All tiles of one source go to one side, so a negative never shares a photo with a seed.
-    seed_tiles = [t for src in sources[0::2] for t in tiles(src, tile, max_tiles)]
-    dis_tiles = [t for src in sources[1::2] for t in tiles(src, tile, max_tiles)]
-    # Tiles are deduplicated too (two tiles of one texture can be near-identical).
-    kept, tile_dropped = dedup_images(list(pool_a) + list(pool_b) + seed_tiles + dis_tiles)
-    kept_names = {o.name for o in kept}
-    seeds = [o for o in list(pool_a) + seed_tiles if o.name in kept_names]
-    distractors = [o for o in list(pool_b) + dis_tiles if o.name in kept_names]
-    distractors.extend(load_lfw(n_lfw))
-    if not seeds or not distractors:
-        raise InvalidArgument("benchmark has no seeds or no distractors: too few packaged images")
-    return ImageBenchmark(seeds, distractors, dropped + tile_dropped)
+def _pictures(cache_dir: Path, manifest: dict) -> list[Picture]:
+    return [Picture(e["pid"], e["name"], e["origin"], e["family"], str(cache_dir / e["file"]))
+            for e in manifest["pictures"]]
+
+
+def cache_summary(cache_dir: Path) -> dict:
+    """The cache's key and drop counts, for the report."""
+    m = json.loads((Path(cache_dir) / "manifest.json").read_text())
+    return {"dir": str(cache_dir), "key": m["key"], "stats": m["stats"]}
+
+
+# -- the split -------------------------------------------------------------------------------
+
+def split_pictures(pictures: list[Picture], n_seeds: int, seed: int = 0,
+                   n_distractors: int | None = None) -> ImageBenchmark:
+    """Calibration/held-out halves x seeds/distractors, whole families at a time (seeded).
+
+    Families are taken in a seeded order; each goes to the seed half further below its share
+    of ``n_seeds`` while one is short, else to the distractor half further below its share. A
+    bucket that overshoots gives up random pictures (they are dropped, never moved to another
+    side), so each half has exactly its share of seeds."""
+    fams: dict[str, list[Picture]] = {}
+    for p in pictures:
+        fams.setdefault(p.family, []).append(p)
+    n_dis = len(pictures) - n_seeds if n_distractors is None else n_distractors
+    if n_seeds < 2 or n_dis < 2 or n_seeds + n_dis > len(pictures):
+        raise InvalidArgument(f"{len(pictures)} pictures cannot give {n_seeds} seeds and "
+                              f"{n_dis} distractors")
+    seed_t = {"calibration": n_seeds // 2, "heldout": n_seeds - n_seeds // 2}
+    buckets: dict[tuple[str, str], list[Picture]] = {(h, r): [] for h in HALVES
+                                                     for r in ("seed", "distractor")}
+    rng = np.random.default_rng([seed, 7])
+    names = sorted(fams)
+    for i in rng.permutation(len(names)):
+        fam = fams[names[i]]
+        short = [h for h in HALVES if len(buckets[(h, "seed")]) < seed_t[h]]
+        if short:
+            h = min(short, key=lambda h: len(buckets[(h, "seed")]) / seed_t[h])
+            buckets[(h, "seed")] += fam
+        else:
+            h = min(HALVES, key=lambda h: len(buckets[(h, "distractor")]))
+            buckets[(h, "distractor")] += fam
+    want = {**{(h, "seed"): seed_t[h] for h in HALVES},
+            **{(h, "distractor"): n_dis // 2 for h in HALVES}}
+    for b, n in want.items():
+        if len(buckets[b]) > n:
+            keep = np.sort(rng.choice(len(buckets[b]), n, replace=False))
+            buckets[b] = [buckets[b][i] for i in keep]
+        elif len(buckets[b]) < (n if b[1] == "seed" else 2):
+            raise InvalidArgument(f"too few pictures for {b}: {len(buckets[b])} < {n}")
+    return ImageBenchmark(
+        {h: sorted(buckets[(h, "seed")], key=lambda p: p.pid) for h in HALVES},
+        {h: sorted(buckets[(h, "distractor")], key=lambda p: p.pid) for h in HALVES})
+
+
+def build_image_benchmark(n_seeds: int, seed: int = 0, cache_dir: Path | None = None,
+                          packages=None, include_pip: bool = True, rebuild: bool = False,
+                          n_distractors: int | None = None, progress=None) -> ImageBenchmark:
+    """The cached pictures (built when missing) split into halves and roles."""
+    cache_dir = Path(cache_dir or default_cache_dir())
+    pictures = build_picture_cache(cache_dir, packages, include_pip, rebuild=rebuild,
+                                   progress=progress)
+    bench = split_pictures(pictures, n_seeds, seed, n_distractors)
+    bench.cache = cache_summary(cache_dir)
+    return bench
+
+
+@dataclass
+class TextBenchmark:
+    """Seed sentences and unrelated distractor sentences."""
+
+    seeds: list[str]
+    distractors: list[str]
+    n_candidates: int = 0
+
+    def summary(self) -> dict:
+        """Counts and examples, for the report."""
+        return {"n_seeds": len(self.seeds), "n_distractors": len(self.distractors),
+                "n_candidates": self.n_candidates, "seed_examples": self.seeds[:3]}
 
 
 # -- texts -----------------------------------------------------------------------------------

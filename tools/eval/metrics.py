@@ -106,6 +106,33 @@ def hamming_radius_at_fmr(neg_scores: np.ndarray, fmr: float, bits: int) -> int:
     return int(d[m]) - 1  # strictly closer than the (m+1)-th closest negative
 
 
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95% for z=1.96) of a rate of ``k`` events in ``n`` trials.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at k = 0, which is
+    where a false-match rate usually is: 0 of 10,000 still allows up to about 0.04%."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = k / n
+    den = 1.0 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def exact_interval(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson (exact binomial) interval of ``k`` events in ``n`` trials: conservative,
+    it covers the true rate at least ``conf`` of the time whatever n and k are."""
+    from scipy.stats import beta
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    a = (1 - conf) / 2
+    lo = float(beta.ppf(a, k, n - k + 1)) if k > 0 else 0.0
+    hi = float(beta.ppf(1 - a, k + 1, n - k)) if k < n else 1.0
+    return lo, hi
+
+
 def recall_at_threshold(pos_scores: np.ndarray, threshold: float) -> float:
     """Fraction of positive queries whose true-seed score reaches the threshold."""
     pos_scores = np.asarray(pos_scores, dtype=np.float64)

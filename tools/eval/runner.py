@@ -1,8 +1,9 @@
-"""The evaluation protocol: seed index per space, augmented queries, search, metrics, calibration.
+"""The in-process text protocol: seed index per space, edited queries, search, metrics, calibration.
 
-Seeds are indexed once per space (their embeddings are computed once per run). Queries are made
-once per level and embedded in every space, in chunks, so every space and PDQ are measured on
-exactly the same pairs and memory stays flat.
+(Images are measured through the service: ``tools.eval.imagebench``.) Seeds are indexed once per
+space (their embeddings are computed once per run). Queries are made once per level and embedded
+in every space, in chunks, so every space is measured on exactly the same pairs and memory stays
+flat.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from tqdm import tqdm
 from dedup.config import Limits
 from dedup.errors import InvalidArgument
 from dedup.index.sharded import ShardedIndex
-from dedup.items import decode_image, normalize_text
+from dedup.items import normalize_text
 from tools.eval import metrics
-from tools.eval.augment import LEVELS, augment_image, augment_text, query_rng
-from tools.eval.dataset import ImageBenchmark, TextBenchmark
+from tools.eval.augment import LEVELS, augment_text, query_rng
+from tools.eval.dataset import TextBenchmark
 
-IMAGE_SPACES = ("image:effnet-lite0", "clip:dedup-tiny/none", "pdq")
 TEXT_SPACES = ("text:minilm-l6", "clip:dedup-tiny/none")
 # Random-init test model: measured so the clip code path is exercised, never calibrated.
 SMOKE_SPACES = frozenset({"clip:dedup-tiny/none"})
@@ -36,16 +36,13 @@ class EvalSettings:
 
     seed: int = 0
     levels: tuple[str, ...] = LEVELS
-    image_spaces: tuple[str, ...] = IMAGE_SPACES
     text_spaces: tuple[str, ...] = TEXT_SPACES
-    pos_copies: int = 3  # augmented copies per seed image, per level
-    neg_copies: int = 5  # augmented copies per distractor image, per level (>= 1000 negatives)
     text_pos_copies: int = 2
     text_neg_copies: int = 1
     k: int = 5
     fmrs: tuple[float, ...] = (0.01, 0.001)
     target_fmr: float = 0.001
-    calib_levels: tuple[str, ...] = ("mild", "medium")
+    calib_levels: tuple[str, ...] = ("easy", "medium")
     quick: bool = False
 
 
@@ -135,25 +132,8 @@ def _query_jobs(seeds: list, distractors: list, pos_copies: int, neg_copies: int
     return jobs, truth
 
 
-def run_images(bench: ImageBenchmark, settings: EvalSettings) -> ModalityResult:
-    """Image protocol: seeds indexed; positives = copies of seeds, negatives = of distractors."""
-    limits = Limits()
-    jobs, truth = _query_jobs(bench.seeds, bench.distractors, settings.pos_copies,
-                              settings.neg_copies)
-    seeds = [o.image for o in bench.seeds]
-
-    def make_queries(level):
-        def chunk_fn(part):
-            # The service path: the re-posted JPEG bytes are decoded and validated as uploads are.
-            return lambda: [decode_image(augment_image(o.image, level, query_rng(
-                settings.seed, level, "image", i, c)).data, limits) for i, o, c in part]
-        return truth, [chunk_fn(jobs[s:s + _CHUNK]) for s in range(0, len(jobs), _CHUNK)]
-
-    return _run("image", seeds, make_queries, settings.image_spaces, settings)
-
-
 def run_texts(bench: TextBenchmark, settings: EvalSettings) -> ModalityResult:
-    """Text protocol, the same as for images, with normalised texts as the service sees them."""
+    """Text protocol: edited seeds (positives) and distractors (negatives), normalised as served."""
     limits = Limits()
     jobs, truth = _query_jobs(bench.seeds, bench.distractors, settings.text_pos_copies,
                               settings.text_neg_copies)

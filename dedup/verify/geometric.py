@@ -1,0 +1,460 @@
+"""Geometric verification of close calls: SIFT keypoints matched and fitted by RANSAC.
+
+A global descriptor cannot tell a crop or a screenshot of a seed from an unrelated picture of the
+same kind; a consistent geometric transform between many local features can. The pipeline:
+
+  extract:  grey image, longer side resized to ``MAX_SIDE`` -> OpenCV SIFT -> the strongest
+            keypoints spread over a grid -> RootSIFT descriptors quantised to uint8
+  mirror:   derived from the features, not extracted again: SIFT is exactly mirror-equivariant
+            up to keypoint selection (x -> W - 0.5 - x, angle -> 180 - angle, descriptor rows
+            reversed and orientation bins negated), so the flipped query costs nothing
+            Keypoints on caption bars and screenshot UI bars (flat bands along the top or
+            bottom edge) are dropped: unrelated memes share caption text.
+  verify:   nearest neighbours (ratio test) -> at most one match per seed keypoint and per
+            location (many query points on one seed point give degenerate fits with hundreds of
+            false inliers) -> RANSAC affine fit -> reject reflections, scale outside [0.1, 10]
+            and strong anisotropy, inliers whose keypoint orientation or size disagree with the
+            fit, and inliers that are collinear or clustered -> count inliers; the mirror is
+            tried when the direct fit fails
+  fuse:     score + ALPHA * log1p(inliers) when inliers >= INLIER_FLOOR
+
+Figures behind the constants (``OPENBLAS_NUM_THREADS=1 python -m tools.measure_verify``;
+222 benchmark-side pictures in 39 groups, 148 seeds x 12 edits = 1,776 true pairs, 76,960
+unrelated pairs across groups, 5,920 captioned-query x captioned-seed pairs; CPU ms of one
+thread on a shared 2-core machine):
+
+  max_keypoints                      256       512      1024
+  true pairs: inliers p50             39        70        92.5
+  true pairs: share >= INLIER_FLOOR  0.744     0.822     0.829
+  unrelated pairs: max inliers         6         6         6
+  shared caption: max inliers          7         7         7
+  verify 10 candidates, ms p50        10.2      20.1      32.3
+  bytes per seed, 4-bit (max)       17,927    35,847    71,687
+
+  extract ~45-50 ms p50 at any count (detection dominates); recompute from a stored JPEG ~50 ms.
+  4-bit descriptors lose nothing measurable (512: true p50 70 vs 71 with 8-bit, same share);
+  the affine fit beats the similarity on perspective (p50 117 vs 95) and aspect changes, with
+  the same unrelated maximum. On 148 mirrored copies the derived mirror reaches the floor on
+  0.858 (inliers p50 125), a second SIFT pass on 0.878 (p50 150) for ~48 ms more per query:
+  ``extract_query(..., mirror_mode="extract")`` buys it where the time is there.
+  Seeds that fail are feature-poor (flat artwork): verification cannot help them.
+
+  INLIER_FLOOR = 12 is about twice the most inliers any unrelated or shared-caption pair got
+  here (6-7). ALPHA = 0.1 comes from an independent set, where ``cosine + 0.1 * log1p(inliers)``
+  over the top-10 candidates moved recall at 0.1% FMR from 1.00/0.84/0.65 to 0.96/0.85/0.94
+  (easy/medium/hard); the script's fusion part re-checks it with the effnet cosine.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+from threadpoolctl import ThreadpoolController
+
+from dedup.errors import InvalidArgument
+
+# -- constants (chosen by tools/measure_verify.py; figures in its report) ---------------------
+
+MAX_SIDE = 512          # longer side features are extracted at (pixels)
+MAX_KEYPOINTS = 512     # kept per image, spread over a GRID x GRID grid
+GRID = 4
+RATIO = 0.8             # Lowe's ratio test on descriptor distances
+RANSAC_THRESHOLD = 0.012  # reprojection threshold, fraction of the seed's longer side
+RANSAC_ITERS = 2000
+MODEL = "affine"        # "affine" (6 dof: also aspect-ratio changes) or "similarity" (4 dof)
+MIN_SCALE, MAX_SCALE = 0.1, 10.0  # a fit outside this is degenerate (points collapsed)
+BAND_MAX = 0.35         # caption bars / screenshot UI may take this share of the height per edge
+MAX_ANISOTROPY = 2.0    # ratio of the affine fit's singular values
+MAX_ANGLE_DIFF = 30.0   # degrees between a match's keypoint rotation and the fit's rotation
+MAX_SIZE_RATIO = 2.0    # a match's keypoint size ratio may differ from the fit's scale by this
+MIN_SPREAD = 0.03       # inliers' smaller principal std, fraction of the longer side
+INLIER_FLOOR = 12       # below this nothing is added to the score
+MIN_MATCHES = 8         # fewer tentative matches: no RANSAC at all (the cheap early exit)
+ALPHA = 0.1             # fused = score + ALPHA * log1p(inliers)
+MAX_CANDIDATES = 64     # per verify_many call: the cost of one lookup stays bounded
+
+# Wire format: FORMAT_8BIT keeps the full uint8 RootSIFT, FORMAT_4BIT its high nibble.
+FORMAT_8BIT = 1
+FORMAT_4BIT = 2
+DEFAULT_FORMAT = FORMAT_4BIT
+_HEADER = struct.Struct("<BHHH")  # format, n keypoints, width, height
+_ROOT_SCALE = 768.0     # RootSIFT elements are <= ~0.33; x768 fills uint8 without clipping
+
+
+@dataclass(frozen=True, eq=False)
+class LocalFeatures:
+    """Keypoints and descriptors of one image, in the frame it was extracted at."""
+
+    xy: np.ndarray          # float32 (n, 2), pixels of the resized image
+    size: np.ndarray        # float32 (n,), SIFT keypoint diameter in pixels
+    angle: np.ndarray       # float32 (n,), SIFT orientation in degrees [0, 360)
+    desc: np.ndarray        # uint8 (n, 128), RootSIFT x _ROOT_SCALE
+    width: int              # of the resized image
+    height: int
+
+    def __len__(self) -> int:
+        return int(self.desc.shape[0])
+
+
+@dataclass(frozen=True)
+class Match:
+    """Outcome of verifying one query against one seed."""
+
+    inliers: int            # 0 when no acceptable fit
+    kind: str               # MODEL of the fit, or "none"
+    scale: float            # seed pixels per query pixel (resized frames); 0.0 without a fit
+    rotation: float         # degrees; 0.0 without a fit
+    mirrored: bool          # the fit used the mirrored query
+    tentative: int          # matches after the ratio test and the one-per-seed-point rule
+    ms: float               # wall time of this verification
+
+
+def _empty(width: int = 0, height: int = 0) -> LocalFeatures:
+    return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros(0, np.float32),
+                         np.zeros(0, np.float32), np.zeros((0, 128), np.uint8), width, height)
+
+
+_NO_MATCH = dict(inliers=0, kind="none", scale=0.0, rotation=0.0, mirrored=False)
+
+
+# -- extraction --------------------------------------------------------------------------------
+
+def _grey(image: Image.Image, max_side: int) -> np.ndarray:
+    img = image.convert("L")
+    w, h = img.size
+    s = max_side / max(w, h)
+    if s < 1.0:
+        img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR,
+                         reducing_gap=2.0)
+    return np.asarray(img)
+
+
+def _bands(grey: np.ndarray) -> tuple[int, int]:
+    """Rows [0, top) and [bottom, h) that are caption bars or screenshot UI: flat-coloured
+    bands along the top or bottom edge (text allowed) that end where a picture starts sharply.
+
+    Unrelated memes share caption text and unrelated screenshots share status bars; their
+    keypoints would verify a match between different pictures, so they are dropped."""
+    h, w = grey.shape
+    top, bottom = 0, h
+    if h < 32 or w < 32:
+        return top, bottom
+    g = grey.astype(np.int16)
+    limit = int(BAND_MAX * h)
+    for edge in ("top", "bottom"):
+        rows = g if edge == "top" else g[::-1]
+        ref = int(np.median(rows[0]))
+        flat = (np.abs(rows[:limit + 4] - ref) <= 10).mean(axis=1)
+        band = flat >= 0.35  # text rows of a bar still show mostly its background colour
+        end = int(np.argmin(band)) if not band.all() else len(band)
+        # A band is at least a few rows, stops within the limit, and a picture starts right after.
+        if end < max(4, h // 50) or end >= limit or flat[end:end + 3].min() > 0.15:
+            end = _text_block_end(flat[:limit], h)
+            if end == 0:
+                continue
+        if edge == "top":
+            top = end
+        else:
+            bottom = h - end
+    return top, bottom
+
+
+def _text_block_end(flat: np.ndarray, h: int) -> int:
+    """End row of a caption on a picture whose background has the bar's colour (a sprite on
+    white): clean rows, then a block of text-like rows, then clean rows again; 0 if none."""
+    clean = flat >= 0.98
+    gap = max(3, h // 100)
+    start = int(np.argmin(clean)) if not clean.all() else len(flat)
+    if start < 2 or start >= len(flat):
+        return 0
+    # The block ends at the first run of `gap` clean rows after it starts.
+    runs = np.convolve(clean[start:].astype(np.int32), np.ones(gap, np.int32), "valid") == gap
+    if not runs.any():
+        return 0
+    end = start + int(np.argmax(runs))
+    if end - start > 0.2 * h or flat[start:end].min() < 0.35:
+        return 0
+    return end
+
+
+def _spread(kps: list, width: int, height: int, n: int) -> list:
+    """The ``n`` strongest keypoints, taken round-robin over a grid so no region hogs them."""
+    if len(kps) <= n:
+        return kps
+    pts = np.array([k.pt for k in kps], np.float32)
+    resp = np.array([k.response for k in kps], np.float32)
+    cx = np.minimum((pts[:, 0] * GRID / max(width, 1)).astype(int), GRID - 1)
+    cy = np.minimum((pts[:, 1] * GRID / max(height, 1)).astype(int), GRID - 1)
+    cell = cy * GRID + cx
+    order = np.lexsort((-resp, cell))  # by cell, strongest first within a cell
+    rank = np.empty(len(kps), np.int64)
+    sorted_cells = cell[order]
+    starts = np.searchsorted(sorted_cells, sorted_cells, side="left")
+    rank[order] = np.arange(len(kps)) - starts
+    pick = np.lexsort((-resp, rank))[:n]  # every cell's best, then every cell's second, ...
+    return [kps[i] for i in pick]
+
+
+def _root(desc: np.ndarray) -> np.ndarray:
+    x = desc.astype(np.float32)
+    x /= np.maximum(x.sum(1, keepdims=True), 1e-6)
+    return np.clip(np.rint(np.sqrt(x) * _ROOT_SCALE), 0, 255).astype(np.uint8)
+
+
+def extract(image: Image.Image, max_keypoints: int = MAX_KEYPOINTS,
+            max_side: int = MAX_SIDE) -> LocalFeatures:
+    """SIFT features of ``image``: at most ``max_keypoints``, longer side at most ``max_side``."""
+    if max_keypoints < 1 or max_keypoints > 65535 or max_side < 16 or max_side > 8192:
+        raise InvalidArgument("max_keypoints must be in [1, 65535] and max_side in [16, 8192]")
+    grey = _grey(image, max_side)
+    h, w = grey.shape
+    sift = cv2.SIFT_create()
+    kps = sift.detect(grey, None)
+    top, bottom = _bands(grey)
+    kps = [k for k in kps if top <= k.pt[1] < bottom]
+    if not kps:
+        return _empty(w, h)
+    kps = _spread(list(kps), w, h, max_keypoints)
+    kps, desc = sift.compute(grey, kps)
+    if desc is None or not kps:
+        return _empty(w, h)
+    return LocalFeatures(
+        xy=np.array([k.pt for k in kps], np.float32).reshape(-1, 2),
+        size=np.array([k.size for k in kps], np.float32),
+        angle=np.array([k.angle for k in kps], np.float32) % 360.0,
+        desc=_root(desc), width=w, height=h)
+
+
+# Descriptor layout is (row, col, orientation) = 4 x 4 x 8, row across the keypoint's
+# orientation: mirroring the image reverses rows and negates orientation bins.
+_R, _C, _O = np.meshgrid(np.arange(4), np.arange(4), np.arange(8), indexing="ij")
+_MIRROR_PERM = (((3 - _R) * 4 + _C) * 8 + (8 - _O) % 8).reshape(-1)
+
+
+def mirror(feats: LocalFeatures) -> LocalFeatures:
+    """The features of the horizontally mirrored image, derived without extracting again."""
+    xy = feats.xy.copy()
+    xy[:, 0] = feats.width - 0.5 - xy[:, 0]
+    return LocalFeatures(xy, feats.size.copy(), (180.0 - feats.angle) % 360.0,
+                         np.ascontiguousarray(feats.desc[:, _MIRROR_PERM]),
+                         feats.width, feats.height)
+
+
+def extract_query(image: Image.Image, max_keypoints: int = MAX_KEYPOINTS,
+                  max_side: int = MAX_SIDE,
+                  mirror_mode: str = "derived") -> tuple[LocalFeatures, LocalFeatures]:
+    """Features of a query and of its mirror: ``"derived"`` (one SIFT pass) or ``"extract"``
+    (a second pass on the mirrored image: a little more recall on mirrored copies, ~2x cost)."""
+    feats = extract(image, max_keypoints, max_side)
+    if mirror_mode == "derived":
+        return feats, mirror(feats)
+    if mirror_mode == "extract":
+        return feats, extract(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), max_keypoints,
+                              max_side)
+    raise InvalidArgument(f"mirror_mode must be 'derived' or 'extract', got {mirror_mode!r}")
+
+
+# -- serialisation -----------------------------------------------------------------------------
+
+def to_bytes(feats: LocalFeatures, fmt: int = DEFAULT_FORMAT) -> bytes:
+    """Compact versioned encoding (format byte first); 4-bit descriptors by default."""
+    n = len(feats)
+    if n > 65535 or feats.width > 65535 or feats.height > 65535:
+        raise InvalidArgument("too many keypoints or too large a frame to encode")
+    w, h = max(feats.width, 1), max(feats.height, 1)
+    # Positions as fractions of the frame in 1/65535 steps: finer than a pixel, 4 bytes a point.
+    q = np.empty((n, 2), np.uint16)
+    q[:, 0] = np.clip(np.rint(feats.xy[:, 0] / w * 65535), 0, 65535)
+    q[:, 1] = np.clip(np.rint(feats.xy[:, 1] / h * 65535), 0, 65535)
+    # Size on a log scale (1/16 octave steps from 1 px), angle in 256 steps.
+    size = np.clip(np.rint(np.log2(np.maximum(feats.size, 1.0)) * 16), 0, 255).astype(np.uint8)
+    angle = (np.rint(feats.angle / 360.0 * 256) % 256).astype(np.uint8)
+    if fmt == FORMAT_8BIT:
+        desc = feats.desc.tobytes()
+    elif fmt == FORMAT_4BIT:
+        hi = feats.desc >> 4
+        desc = ((hi[:, 0::2] << 4) | hi[:, 1::2]).astype(np.uint8).tobytes()
+    else:
+        raise InvalidArgument(f"unknown feature format {fmt}")
+    return (_HEADER.pack(fmt, n, feats.width, feats.height) + q.tobytes() + size.tobytes()
+            + angle.tobytes() + desc)
+
+
+def from_bytes(data: bytes) -> LocalFeatures:
+    """Decode ``to_bytes`` output; raises InvalidArgument on a foreign or truncated blob."""
+    if len(data) < _HEADER.size:
+        raise InvalidArgument("feature blob too short")
+    fmt, n, w, h = _HEADER.unpack_from(data)
+    if fmt not in (FORMAT_8BIT, FORMAT_4BIT):
+        raise InvalidArgument(f"unknown feature format {fmt}")
+    dlen = 128 if fmt == FORMAT_8BIT else 64
+    if len(data) != _HEADER.size + n * (4 + 1 + 1 + dlen):
+        raise InvalidArgument("feature blob has the wrong length")
+    off = _HEADER.size
+    q = np.frombuffer(data, np.uint16, 2 * n, off).reshape(n, 2).astype(np.float32)
+    off += 4 * n
+    size = np.exp2(np.frombuffer(data, np.uint8, n, off).astype(np.float32) / 16)
+    off += n
+    angle = np.frombuffer(data, np.uint8, n, off).astype(np.float32) * (360.0 / 256)
+    off += n
+    raw = np.frombuffer(data, np.uint8, n * dlen, off).reshape(n, dlen)
+    if fmt == FORMAT_8BIT:
+        desc = raw.copy()
+    else:  # a nibble decodes to the middle of its 16-wide bucket
+        desc = np.empty((n, 128), np.uint8)
+        desc[:, 0::2] = (raw >> 4) << 4 | 8
+        desc[:, 1::2] = (raw & 15) << 4 | 8
+        desc[(desc == 8)] = 0  # an empty bin stays empty: most RootSIFT bins are 0
+    xy = np.stack([q[:, 0] / 65535 * max(w, 1), q[:, 1] / 65535 * max(h, 1)], 1)
+    return LocalFeatures(xy.astype(np.float32), size, angle, desc, int(w), int(h))
+
+
+# -- matching and fitting ----------------------------------------------------------------------
+
+def _unit(desc: np.ndarray) -> np.ndarray:
+    x = desc.astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-6)
+
+
+def _tentative(sims: np.ndarray, q: LocalFeatures, s: LocalFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """Ratio-test matches (query idx, seed idx), at most one per seed point and location."""
+    if sims.shape[1] < 2 or sims.shape[0] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    top2 = np.argpartition(-sims, 1, axis=1)[:, :2]
+    rows = np.arange(sims.shape[0])
+    a, b = sims[rows, top2[:, 0]], sims[rows, top2[:, 1]]
+    best = np.where(a >= b, top2[:, 0], top2[:, 1])
+    s1, s2 = np.maximum(a, b), np.minimum(a, b)
+    # Unit vectors: squared distance = 2 - 2 cos.
+    d1, d2 = np.maximum(2 - 2 * s1, 0), np.maximum(2 - 2 * s2, 0)
+    ok = d1 < (RATIO ** 2) * d2
+    qi, si, dist = rows[ok], best[ok], d1[ok]
+    order = np.argsort(dist, kind="stable")
+    qi, si = qi[order], si[order]
+    # One match per seed keypoint, then per seed location and per query location (SIFT repeats
+    # a point once per dominant orientation): each physical point votes once.
+    _, first = np.unique(si, return_index=True)
+    qi, si = qi[np.sort(first)], si[np.sort(first)]
+    for side in ("seed", "query"):
+        pts = s.xy[si] if side == "seed" else q.xy[qi]
+        key = np.rint(pts).astype(np.int64)
+        _, first = np.unique(key[:, 0] * 100003 + key[:, 1], return_index=True)
+        first = np.sort(first)  # keep the closest match at each location
+        qi, si = qi[first], si[first]
+    return qi, si
+
+
+def _spread_ok(pts: np.ndarray, side: float) -> bool:
+    if len(pts) < 3:
+        return False
+    cov = np.cov(pts.T.astype(np.float64))
+    smallest = float(np.linalg.eigvalsh(cov)[0])
+    return np.sqrt(max(smallest, 0.0)) >= MIN_SPREAD * side
+
+
+def _fit(q: LocalFeatures, s: LocalFeatures, qi: np.ndarray, si: np.ndarray,
+         model: str | None = None) -> dict:
+    """RANSAC fit (``MODEL``) from query to seed points, with the degenerate-fit guards."""
+    model = model or MODEL
+    if len(qi) < MIN_MATCHES:
+        return dict(_NO_MATCH)
+    src, dst = q.xy[qi], s.xy[si]
+    side = float(max(s.width, s.height, 1))
+    estimate = cv2.estimateAffine2D if model == "affine" else cv2.estimateAffinePartial2D
+    m, mask = estimate(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_THRESHOLD * side,
+                       maxIters=RANSAC_ITERS, confidence=0.999, refineIters=10)
+    if m is None or mask is None:
+        return dict(_NO_MATCH)
+    a = m[:, :2].astype(np.float64)
+    sv = np.linalg.svd(a, compute_uv=False)
+    det = float(np.linalg.det(a))
+    # A reflection is the mirror path's job; a collapsed or exploded fit is degenerate (many
+    # query points onto one seed spot, or the reverse); strong anisotropy is a squashed line.
+    if det <= 0 or not (MIN_SCALE <= np.sqrt(det) <= MAX_SCALE) or sv[0] > MAX_ANISOTROPY * sv[1]:
+        return dict(_NO_MATCH)
+    scale = float(np.sqrt(det))
+    # The rotation part of the fit (polar decomposition): a true match's keypoint orientation
+    # turns with it (same sign convention, measured) and its size scales with it; matches that
+    # disagree are no support for this fit.
+    u, _, vt = np.linalg.svd(a)
+    r = u @ vt
+    rot = float(np.degrees(np.arctan2(r[1, 0], r[0, 0])))
+    inl = mask.ravel().astype(bool)
+    dang = (s.angle[si] - q.angle[qi] - rot + 180.0) % 360.0 - 180.0
+    dsize = np.log(np.maximum(s.size[si], 1e-3) / np.maximum(q.size[qi], 1e-3) / scale)
+    inl &= (np.abs(dang) <= MAX_ANGLE_DIFF) & (np.abs(dsize) <= np.log(MAX_SIZE_RATIO))
+    n = int(inl.sum())
+    if n < 3 or not _spread_ok(dst[inl], side) or not _spread_ok(
+            src[inl], float(max(q.width, q.height, 1))):
+        return dict(_NO_MATCH)
+    return dict(inliers=n, kind=model, scale=scale, rotation=rot, mirrored=False)
+
+
+_BLAS = None
+
+
+def _blas_single_thread():
+    """A context in which BLAS runs one thread: small GEMMs on a busy machine are ~15x faster
+    single-threaded (OpenBLAS threads spin-wait for cores other work holds)."""
+    global _BLAS
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+def _similarities(qu: np.ndarray, stacked: np.ndarray) -> np.ndarray:
+    with _blas_single_thread():
+        return qu @ stacked.T
+
+
+def verify(query: LocalFeatures, seed: LocalFeatures,
+           query_mirror: LocalFeatures | None = None) -> Match:
+    """Inliers of the best fit from ``query`` (or its mirror) onto ``seed``."""
+    return verify_many(query, [seed], query_mirror)[0]
+
+
+def verify_many(query: LocalFeatures, candidates: list[LocalFeatures],
+                query_mirror: LocalFeatures | None = None) -> list[Match]:
+    """``verify`` against each candidate: one matrix product for all of them, RANSAC only
+    where enough tentative matches survive, the mirror only where the direct fit fails."""
+    t0 = time.perf_counter()
+    if not candidates:
+        return []
+    if len(candidates) > MAX_CANDIDATES:
+        raise InvalidArgument(f"at most {MAX_CANDIDATES} candidates per verification, "
+                              f"got {len(candidates)}")
+    bounds = np.cumsum([0] + [len(c) for c in candidates])
+    stacked = np.concatenate([_unit(c.desc) for c in candidates])
+    sims = _similarities(_unit(query.desc), stacked) if len(query) else None
+    shared = (time.perf_counter() - t0) * 1000 / len(candidates)
+    out = []
+    msims = None
+    for k, s in enumerate(candidates):
+        t1 = time.perf_counter()
+        lo, hi = bounds[k], bounds[k + 1]
+        res, tent = dict(_NO_MATCH), 0
+        if sims is not None and hi - lo >= 2:
+            qi, si = _tentative(sims[:, lo:hi], query, s)
+            res, tent = _fit(query, s, qi, si), len(qi)
+        if res["inliers"] < INLIER_FLOOR and query_mirror is not None and len(query_mirror) \
+                and hi - lo >= 2:
+            if msims is None:
+                msims = _similarities(_unit(query_mirror.desc), stacked)
+            qi, si = _tentative(msims[:, lo:hi], query_mirror, s)
+            mres = _fit(query_mirror, s, qi, si)
+            if mres["inliers"] > res["inliers"]:
+                res, tent = dict(mres, mirrored=True), len(qi)
+        out.append(Match(tentative=tent, ms=shared + (time.perf_counter() - t1) * 1000, **res))
+    return out
+
+
+def fuse(score: float, inliers: int) -> float:
+    """``score`` raised by ``ALPHA * log1p(inliers)`` once inliers reach ``INLIER_FLOOR``."""
+    if inliers < INLIER_FLOOR:
+        return float(score)
+    return float(score + ALPHA * np.log1p(inliers))

@@ -1,0 +1,132 @@
+"""The cascade's verification stage inside the engine: close calls re-scored against the seeds'
+own content, with the evidence saying so. Real PDQ and MinHash spaces (quick to load), real
+SIFT + RANSAC, real LMDB; the verification data a seed keeps is written with it."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from dedup.config import SpaceConfig, VerifyConfig, load_config
+from dedup.engine import Engine
+from dedup.types import Item, Label
+from dedup.verify import on_space_scale
+
+SCAM = Label("spam.scam", 2)
+TERROR = Label("terror.propaganda", 3)
+
+
+def png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def edited(img: Image.Image) -> bytes:
+    """Cropped, rotated 6 degrees (black corners), JPEG 70: PDQ loses it, SIFT does not."""
+    w, h = img.size
+    out = img.crop((w // 8, h // 10, w, h)).rotate(6, Image.BICUBIC)
+    buf = io.BytesIO()
+    out.save(buf, "JPEG", quality=70)
+    return buf.getvalue()
+
+
+def _engine(tmp_path, verify: dict | None, threshold: float = 0.95) -> Engine:
+    spaces = {"pdq": SpaceConfig(model="pdq", threshold=threshold, verify=verify).model_dump()}
+    return Engine.open(load_config(None, data_dir=str(tmp_path / "data"), spaces=spaces))
+
+
+@pytest.fixture()
+def verifying(tmp_path):
+    # PDQ as the shortlist (1 - Hamming/256; the edit below leaves ~0.46): every candidate
+    # is verified.
+    with _engine(tmp_path, VerifyConfig(method="geometric", band_low=0.0).model_dump()) as eng:
+        yield eng
+
+
+def test_a_close_call_is_verified_and_the_evidence_says_so(verifying, skimage_images):
+    [(sid, _)] = verifying.add_seeds([Item(image=png(skimage_images["astronaut"]))], [SCAM])
+    assert verifying.store.aux("geometric", [sid])[sid]  # the seed's features are kept in LMDB
+    [r] = verifying.lookup([Item(image=edited(skimage_images["astronaut"]))])
+    [n] = [n for n in r.neighbors if n.seed_id == sid]
+    assert n.verified == "geometric"
+    assert n.similarity is not None and n.similarity < 0.95  # the search alone: no match
+    assert n.score >= n.similarity + 0.25  # >= 12 inliers add at least 0.1*log(13)
+    [v] = r.verdicts
+    assert v.label == SCAM.name and v.matched and v.evidence[0].verified == "geometric"
+
+
+def test_unrelated_pictures_stay_unmatched_after_verification(verifying, skimage_images):
+    ids = {}
+    for name in ("astronaut", "coffee"):
+        [(ids[name], _)] = verifying.add_seeds([Item(image=png(skimage_images[name]))], [SCAM])
+    for name in ("chelsea", "rocket", "camera"):
+        [r] = verifying.lookup([Item(image=edited(skimage_images[name]))])
+        assert not any(v.matched for v in r.verdicts), name
+        for n in r.neighbors:  # a candidate verified without enough inliers keeps its score
+            if n.verified:
+                assert n.score == pytest.approx(n.similarity), (name, n)
+
+
+def test_without_verification_the_same_edit_is_missed(tmp_path, skimage_images):
+    with _engine(tmp_path, None) as eng:
+        [(sid, _)] = eng.add_seeds([Item(image=png(skimage_images["astronaut"]))], [SCAM])
+        assert eng.store.aux("geometric", [sid]) == {}
+        [r] = eng.lookup([Item(image=edited(skimage_images["astronaut"]))])
+        assert not any(v.matched for v in r.verdicts)
+        assert all(not n.verified and n.similarity is None for n in r.neighbors)
+
+
+def test_a_seed_added_before_verification_is_verified_from_its_content(tmp_path, skimage_images):
+    with _engine(tmp_path, None) as eng:
+        [(sid, _)] = eng.add_seeds([Item(image=png(skimage_images["coffee"]))], [TERROR])
+    verify = VerifyConfig(method="geometric", band_low=0.0).model_dump()
+    with _engine(tmp_path, verify) as eng:
+        assert eng.store.aux("geometric", [sid]) == {}
+        [r] = eng.lookup([Item(image=edited(skimage_images["coffee"]))])
+        assert [v.label for v in r.verdicts if v.matched] == [TERROR.name]
+
+
+def test_a_removed_seed_is_never_verified_into_a_verdict(verifying, skimage_images):
+    [(sid, _)] = verifying.add_seeds([Item(image=png(skimage_images["astronaut"]))], [SCAM])
+    verifying.remove_seeds([sid], reason="retired")
+    [r] = verifying.lookup([Item(image=edited(skimage_images["astronaut"]))])
+    assert not r.verdicts and not r.neighbors
+
+
+TEXT_SEED = ("Limited offer: send 0.5 BTC to the wallet below and receive double back within "
+             "the hour, guaranteed by our foundation, act now before the window closes")
+
+
+def test_a_partial_text_copy_is_caught_by_containment(tmp_path):
+    spaces = {"text:minhash": SpaceConfig(
+        model="text:minhash", threshold=0.95,
+        verify=VerifyConfig(method="containment", band_low=-1.0, threshold=0.74)).model_dump()}
+    config = load_config(None, data_dir=str(tmp_path / "data"), spaces=spaces)
+    with Engine.open(config) as eng:
+        [(sid, _)] = eng.add_seeds([Item(text=TEXT_SEED)], [SCAM])
+        eng.add_seeds([Item(text="Weekly gardening notes: plant the tulip bulbs before the "
+                                 "first frost and water them once a week until spring")], [TERROR])
+        partial = "DM me for more!! " + TEXT_SEED[:110]
+        [r] = eng.lookup([Item(text=partial)])
+        [n] = [n for n in r.neighbors if n.seed_id == sid]
+        assert n.verified == "containment" and n.score >= 0.95 > n.similarity
+        assert [v.label for v in r.verdicts if v.matched] == [SCAM.name]
+        [r] = eng.lookup([Item(text="Plant tulip bulbs before frost, says the gardening club")])
+        assert not any(v.matched for v in r.verdicts)
+
+
+def test_own_threshold_maps_onto_the_space_scale():
+    assert on_space_scale(0.6, 0.80, 0.74, 0.9) == pytest.approx(0.96)  # passed by 0.06
+    assert on_space_scale(0.6, 0.70, 0.74, 0.9) == 0.6  # below its own threshold: unchanged
+    assert on_space_scale(0.6, 0.55, None, 0.9) == 0.6  # never lower than the search's
+    assert on_space_scale(0.6, 0.95, None, 0.9) == 0.95
+
+
+def test_containment_needs_its_own_threshold():
+    with pytest.raises(ValueError, match="own calibrated threshold"):
+        VerifyConfig(method="containment", band_low=0.0)
+    with pytest.raises(ValueError, match="drop verify.threshold"):
+        VerifyConfig(method="geometric", band_low=0.5, threshold=0.7)

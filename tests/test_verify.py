@@ -1,0 +1,261 @@
+"""Geometric verification (dedup.verify.geometric) on real skimage pictures."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from dedup.errors import InvalidArgument
+from dedup.verify import geometric as G
+
+
+def _jpeg(img: Image.Image, quality: int = 75) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def _edited(img: Image.Image) -> Image.Image:
+    """Crop 10% off two sides, rotate 8 degrees with black corners, JPEG 75."""
+    w, h = img.size
+    return _jpeg(img.crop((w // 10, h // 10, w, h)).rotate(8, Image.BICUBIC, expand=False))
+
+
+@pytest.fixture(scope="module")
+def feats(skimage_images) -> dict[str, G.LocalFeatures]:
+    return {name: G.extract(img) for name, img in skimage_images.items()}
+
+
+def test_edited_copy_gets_many_inliers(skimage_images, feats):
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        q, qm = G.extract_query(_edited(skimage_images[name]))
+        m = G.verify(q, feats[name], qm)
+        assert m.inliers >= 5 * G.INLIER_FLOOR, (name, m)
+        assert not m.mirrored and m.kind == G.MODEL
+        assert abs(abs(m.rotation) - 8) < 1.5 and 0.9 < m.scale < 1.1, (name, m)
+
+
+def test_mirrored_copy_matches_through_the_mirror(skimage_images, feats):
+    for name in ("astronaut", "coffee", "rocket"):
+        img = _jpeg(ImageOps.mirror(skimage_images[name]).resize((400, 300)), 80)
+        q, qm = G.extract_query(img)
+        assert G.verify(q, feats[name]).inliers < G.INLIER_FLOOR  # no fit without the mirror
+        m = G.verify(q, feats[name], qm)
+        assert m.mirrored and m.inliers >= 3 * G.INLIER_FLOOR, (name, m)
+
+
+def test_mirror_can_be_extracted_instead_of_derived(skimage_images, feats):
+    img = _jpeg(ImageOps.mirror(skimage_images["coffee"]), 80)
+    q, qm = G.extract_query(img, mirror_mode="extract")
+    m = G.verify(q, feats["coffee"], qm)
+    assert m.mirrored and m.inliers >= 3 * G.INLIER_FLOOR
+    with pytest.raises(InvalidArgument):
+        G.extract_query(img, mirror_mode="both")
+
+
+def test_derived_mirror_equals_extracting_the_mirrored_image(skimage_images):
+    img = skimage_images["astronaut"]
+    # All keypoints: which ones a cap keeps depends on responses, which differ in the last bits.
+    derived = G.mirror(G.extract(img, max_keypoints=65535))
+    extracted = G.extract(ImageOps.mirror(img), max_keypoints=65535)
+    # Same keypoint where positions agree: descriptors must agree too (SIFT is equivariant).
+    d = np.linalg.norm(derived.xy[:, None] - extracted.xy[None], axis=2)
+    j = d.argmin(1)
+    same = (d.min(1) < 0.05) & (np.abs((derived.angle - extracted.angle[j] + 180) % 360 - 180) < 1)
+    assert same.mean() > 0.5
+    diff = np.abs(derived.desc[same].astype(int) - extracted.desc[j[same]].astype(int)).max(1)
+    assert np.median(diff) <= 2
+
+
+@pytest.mark.slow
+def test_distinct_images_stay_below_the_floor(feats):
+    worst = 0
+    for a, b in itertools.permutations(sorted(feats), 2):
+        m = G.verify(feats[a], feats[b], G.mirror(feats[a]))
+        worst = max(worst, m.inliers)
+        assert m.inliers < G.INLIER_FLOOR, (a, b, m)
+    assert worst < G.INLIER_FLOOR
+
+
+def test_verify_many_equals_verify_one_by_one(skimage_images, feats):
+    q, qm = G.extract_query(_edited(skimage_images["coffee"]))
+    names = sorted(feats)
+    many = G.verify_many(q, [feats[n] for n in names], qm)
+    for n, m in zip(names, many):
+        one = G.verify(q, feats[n], qm)
+        assert (m.inliers, m.mirrored) == (one.inliers, one.mirrored), n
+    assert [n for n, m in zip(names, many) if m.inliers >= G.INLIER_FLOOR] == ["coffee"]
+    assert G.verify_many(q, []) == []
+
+
+@pytest.mark.parametrize("fmt", [G.FORMAT_8BIT, G.FORMAT_4BIT])
+def test_serialisation_round_trips_under_the_bound(feats, fmt):
+    for f in feats.values():
+        blob = G.to_bytes(f, fmt)
+        assert blob[0] == fmt
+        g = G.from_bytes(blob)
+        assert (g.width, g.height, len(g)) == (f.width, f.height, len(f))
+        assert np.all(np.abs(g.xy - f.xy) <= max(f.width, f.height) / 65535 + 1e-3)
+        assert np.all(np.abs((g.angle - f.angle + 180) % 360 - 180) <= 360 / 512 + 1e-3)
+        assert np.all(np.abs(np.log2(g.size) - np.log2(np.maximum(f.size, 1))) <= 1 / 32 + 1e-4)
+        if fmt == G.FORMAT_8BIT:
+            assert np.array_equal(g.desc, f.desc)
+        else:
+            assert np.all(np.abs(g.desc.astype(int) - f.desc.astype(int)) <= 15)  # one nibble
+    biggest = max(len(G.to_bytes(f)) for f in feats.values())
+    assert biggest <= 40_000 if G.DEFAULT_FORMAT == G.FORMAT_4BIT else True
+
+
+def test_stored_seed_features_still_verify(skimage_images, feats):
+    stored = G.from_bytes(G.to_bytes(feats["chelsea"]))
+    q, qm = G.extract_query(_edited(skimage_images["chelsea"]))
+    assert G.verify(q, stored, qm).inliers >= 5 * G.INLIER_FLOOR
+
+
+def test_default_blob_is_bounded():
+    noise = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    f = G.extract(Image.fromarray(noise))
+    assert len(f) == G.MAX_KEYPOINTS  # noise has many more keypoints than are kept
+    assert len(G.to_bytes(f)) <= 40_000
+
+
+def test_foreign_or_truncated_blob_is_refused(feats):
+    blob = G.to_bytes(feats["coffee"])
+    with pytest.raises(InvalidArgument):
+        G.from_bytes(blob[:-1])
+    with pytest.raises(InvalidArgument):
+        G.from_bytes(bytes([99]) + blob[1:])
+    with pytest.raises(InvalidArgument):
+        G.from_bytes(b"")
+
+
+def test_flat_image_has_no_features_and_verifies_to_zero(feats):
+    flat = Image.new("RGB", (300, 200), (120, 130, 140))
+    q, qm = G.extract_query(flat)
+    assert len(q) == 0 and len(qm) == 0
+    assert G.from_bytes(G.to_bytes(q)).width == q.width
+    m = G.verify(q, feats["coffee"], qm)
+    assert m.inliers == 0 and m.kind == "none"
+    assert G.verify(feats["coffee"], q).inliers == 0
+    assert G.verify(q, q, qm).inliers == 0
+
+
+def test_keypoints_are_spread_over_the_image(skimage_images):
+    # A picture whose strongest keypoints sit in one half still gets keypoints in the other.
+    img = skimage_images["astronaut"].copy()
+    noise = np.random.default_rng(1).integers(0, 256, (512, 256, 3), dtype=np.uint8)
+    img.paste(Image.fromarray(noise), (0, 0))
+    f = G.extract(img, max_keypoints=200)
+    right = (f.xy[:, 0] >= 256).mean()
+    assert 0.3 < right < 0.7
+
+
+def _captioned(img: Image.Image, top: str, bottom: str) -> Image.Image:
+    """A meme: white bars above and below with black text, JPEG 80."""
+    from PIL import ImageDraw, ImageFont
+
+    w, h = img.size
+    band = h // 5
+    out = Image.new("RGB", (w, h + 2 * band), (255, 255, 255))
+    out.paste(img, (0, band))
+    draw = ImageDraw.Draw(out)
+    font = ImageFont.load_default(size=band // 2)
+    draw.text((w // 20, band // 5), top, fill=(0, 0, 0), font=font)
+    draw.text((w // 20, h + band + band // 5), bottom, fill=(0, 0, 0), font=font)
+    return _jpeg(out, 80)
+
+
+@pytest.mark.slow
+def test_shared_caption_text_is_no_evidence(skimage_images):
+    # Unrelated memes share caption text; without dropping the bars they match by it (41-136
+    # inliers between these pictures). The horse and the logo sit on white, like the bars, so
+    # no sharp picture edge ends the bar there.
+    import skimage.data
+
+    pics = {n: skimage_images[n] for n in ("astronaut", "coffee", "chelsea", "rocket", "logo")}
+    pics["horse"] = Image.fromarray(skimage.data.horse().astype(np.uint8) * 255).convert("RGB")
+    plain = {n: G.extract(img) for n, img in pics.items()}
+    capt = {n: G.extract(_captioned(img, "WHEN YOU SEE IT", "SHARE IF YOU AGREE"))
+            for n, img in pics.items()}
+    for a, b in itertools.permutations(pics, 2):
+        assert G.verify(capt[a], capt[b], G.mirror(capt[a])).inliers < G.INLIER_FLOOR, (a, b)
+    # The captioned copy still matches its plain seed, and the captioned seed its plain copy.
+    for n in pics:
+        assert G.verify(capt[n], plain[n]).inliers >= 3 * G.INLIER_FLOOR, n
+        assert G.verify(plain[n], capt[n]).inliers >= 3 * G.INLIER_FLOOR, n
+
+
+def _synthetic(xy: np.ndarray, desc: np.ndarray, side: int = 512) -> G.LocalFeatures:
+    n = len(xy)
+    return G.LocalFeatures(xy.astype(np.float32), np.full(n, 4.0, np.float32),
+                           np.zeros(n, np.float32), desc.astype(np.uint8), side, side)
+
+
+def _random_desc(rng, n):
+    d = rng.integers(0, 256, (n, 128))
+    return d * (rng.random((n, 128)) < 0.3)  # sparse, like RootSIFT
+
+
+def test_many_query_points_on_one_seed_point_are_not_inliers():
+    rng = np.random.default_rng(0)
+    seed_desc = _random_desc(rng, 100)
+    seed = _synthetic(rng.uniform(0, 512, (100, 2)), seed_desc)
+    # 200 query points all over the image carry (near) copies of seed point 0's descriptor:
+    # without one match per seed point, a scale-0 fit takes them all as inliers.
+    q_desc = np.repeat(seed_desc[:1], 200, 0) + rng.integers(0, 2, (200, 128))
+    query = _synthetic(rng.uniform(0, 512, (200, 2)), np.clip(q_desc, 0, 255))
+    m = G.verify(query, seed, G.mirror(query))
+    assert m.inliers == 0 and m.tentative <= 1
+
+
+def test_fit_collapsing_onto_a_small_spot_is_rejected():
+    rng = np.random.default_rng(1)
+    desc = _random_desc(rng, 150)
+    # Distinct seed points, all within 3 px of one spot, matched by query points spread over the
+    # whole image: a similarity fits them only with a scale near 0.005, outside [0.1, 10].
+    seed = _synthetic(256 + rng.uniform(-3, 3, (150, 2)), desc)
+    query = _synthetic(rng.uniform(0, 512, (150, 2)), desc)
+    assert G.verify(query, seed).inliers == 0
+    # And the other way round (scale ~ 200): rejected as well.
+    assert G.verify(seed, query).inliers == 0
+
+
+def test_collinear_inliers_are_rejected():
+    rng = np.random.default_rng(2)
+    desc = _random_desc(rng, 60)
+    # All correspondences on one line (a text line, an edge): a similarity fits them exactly,
+    # but they say nothing about the rest of the picture.
+    t = rng.uniform(0, 512, 60)
+    line = np.stack([t, 200 + 0.5 * rng.uniform(-1, 1, 60)], 1)
+    seed = _synthetic(line, desc)
+    query = _synthetic(line * 0.8 + 20, desc)
+    assert G.verify(query, seed).inliers == 0
+    # The same correspondences spread in two dimensions are a fit.
+    spread = rng.uniform(0, 512, (60, 2))
+    assert G.verify(_synthetic(spread * 0.8 + 20, desc), _synthetic(spread, desc)).inliers == 60
+
+
+def test_fuse_adds_only_from_the_floor():
+    assert G.fuse(0.5, G.INLIER_FLOOR - 1) == 0.5
+    assert G.fuse(0.5, 0) == 0.5
+    f = G.fuse(0.5, G.INLIER_FLOOR)
+    assert f == pytest.approx(0.5 + G.ALPHA * np.log1p(G.INLIER_FLOOR))
+    assert G.fuse(0.5, 200) > f
+
+
+def test_bad_arguments_are_refused(skimage_images):
+    with pytest.raises(InvalidArgument):
+        G.extract(skimage_images["coffee"], max_keypoints=0)
+    with pytest.raises(InvalidArgument):
+        G.extract(skimage_images["coffee"], max_side=4)
+
+
+def test_candidate_count_is_bounded(feats):
+    f = feats["coffee"]
+    assert len(G.verify_many(f, [f] * G.MAX_CANDIDATES)) == G.MAX_CANDIDATES
+    with pytest.raises(InvalidArgument):
+        G.verify_many(f, [f] * (G.MAX_CANDIDATES + 1))
