@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dedup.errors import DedupError
@@ -212,6 +213,52 @@ class DedupClient:
     def publish_snapshot(self, timeout: float | None = 300.0) -> str:
         """Publish the live index as a snapshot; returns its version."""
         return self._call("PublishSnapshot", pb.PublishSnapshotRequest(), timeout).snapshot_version
+
+    # ------------------------------------------------------------------ changing the model
+    def add_shadow_space(self, model: str, replaces: str | None = None,
+                         threshold: float | None = None, reason: str = "",
+                         timeout: float | None = 600.0) -> dict:
+        """Serve a new model's space in shadow (loads the model: give it time); returns
+        {space, model_id, dim, dtype}."""
+        req = pb.AddShadowSpaceRequest(model=model, replaces=replaces or "", reason=reason)
+        if threshold is not None:
+            req.threshold = threshold
+        r = self._call("AddShadowSpace", req, timeout)
+        return {"space": r.space, "model_id": r.model_id, "dim": r.dim, "dtype": r.dtype}
+
+    def write_embeddings(self, space: str, model_id: str, ids, vectors, progress=None,
+                         max_bytes: int = 8 << 20, timeout: float | None = 300.0) -> int:
+        """Store a re-embed's vectors through the service, in messages of at most about
+        ``max_bytes``; the progress record (``(key, fields)``) goes with the last one.
+        Returns how many were kept."""
+        vectors = np.asarray(vectors)
+        n = len(ids)
+        row = max(1, vectors[0].nbytes if n else 1)
+        step = max(1, max_bytes // row)
+        written = 0
+        for start in range(0, max(n, 1), step):
+            last = start + step >= n
+            req = convert.embeddings_to_proto(
+                space, model_id, ids[start:start + step], vectors[start:start + step],
+                progress[1] if (last and progress is not None) else None)
+            written += self._call("WriteEmbeddings", req, timeout).written
+        return written
+
+    def promote_space(self, space: str, replaces: str | None = None, reason: str = "",
+                      timeout: float | None = 300.0) -> str:
+        """Make a shadow space live; returns the space it replaced (now in shadow), or ""."""
+        return self._call("PromoteSpace", pb.PromoteSpaceRequest(
+            space=space, replaces=replaces or "", reason=reason), timeout).replaced
+
+    def rollback_space(self, space: str | None = None, reason: str = "",
+                       timeout: float | None = 300.0) -> str:
+        """Undo a promotion; returns the space live again."""
+        return self._call("RollbackSpace", pb.RollbackSpaceRequest(
+            space=space or "", reason=reason), timeout).live_space
+
+    def retire_space(self, space: str, reason: str = "", timeout: float | None = 300.0) -> None:
+        """Stop serving a shadow space and drop its vectors."""
+        self._call("RetireSpace", pb.RetireSpaceRequest(space=space, reason=reason), timeout)
 
     def health(self, service: str = "", timeout: float | None = 5.0) -> str:
         """SERVING / NOT_SERVING / ... from the standard health service (no token needed)."""

@@ -147,6 +147,11 @@ class SpaceConfig(_Strict):
     # the embedder offers ``embed_regions``: a seed that is one panel of a collage is found by
     # its best part.
     query_regions: bool = False
+    # "live" spaces decide verdicts; a "shadow" space is searched on every lookup and its
+    # matches counted (metrics, logs) but never used in a verdict, until an admin promotes it.
+    # Seeds are embedded in both. Once an admin promotes or rolls back, the store's role wins.
+    role: Literal["live", "shadow"] = "live"
+    replaces: str | None = None  # the live space that promoting this one takes the place of
 
     @model_validator(mode="before")
     @classmethod

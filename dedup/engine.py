@@ -21,16 +21,18 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from dedup.config import Config
+from dedup.config import Config, SpaceConfig
 from dedup.embed.base import Embedder
-from dedup.embed.spaces import Space, embed, open_spaces, prepare, thresholds
-from dedup.errors import DedupError, InvalidArgument, NotFound
+from dedup.embed import create_embedder
+from dedup.embed.spaces import Space, embed, prepare, thresholds
+from dedup.errors import DedupError, InvalidArgument, ModelMismatch, NotFound
 from dedup.index.live import LiveIndex
 from dedup.items import Prepared
 from dedup.propagate import propagate
+from dedup.shadow import ShadowTally, compare
 from dedup.store import NewSeed, SeedStore
 from dedup.types import (AddResult, EngineStats, Item, Label, LookupParams, LookupResult,
-                         OpEntry, OpFilter, RemoveResult, RemoveStatus, Seed, SeedContent,
+                         OpEntry, OpFilter, OpKind, RemoveResult, RemoveStatus, Seed, SeedContent,
                          SeedFilter, SpaceStats, check_labels)
 from dedup.verify import Cascade
 
@@ -41,10 +43,16 @@ class Engine:
     """Seeds in, verdicts out. Thread-safe: lookups run concurrently, writes are serialised."""
 
     def __init__(self, config: Config, store: SeedStore, spaces: Mapping[str, Space],
-                 live: LiveIndex):
+                 live: LiveIndex, roles: Mapping[str, str] | None = None):
         self.config = config
         self.store = store
+        # Swapped whole (never mutated) when a space is added, promoted or retired, so a call
+        # reads one consistent pair. roles: "live" spaces decide verdicts, "shadow" ones are
+        # searched and compared only (dedup/shadow.py); seeds are embedded in both.
         self.spaces = dict(spaces)
+        self.roles = dict(roles) if roles is not None else {
+            n: s.config.role for n, s in self.spaces.items()}
+        self.shadow = ShadowTally()
         self.live = live
         self._thresholds = thresholds(self.spaces)
         self.cascade = Cascade({n: s.config.verify for n, s in self.spaces.items()
@@ -57,11 +65,11 @@ class Engine:
         data_dir.mkdir(parents=True, exist_ok=True)
         store = SeedStore(data_dir / "store", map_size=config.store.map_size)
         try:
-            spaces = open_spaces(config, embedders)
+            spaces, roles = _served_spaces(config, store, embedders)
             for name, space in spaces.items():
                 store.register_space(name, space.model_id, space.dim, space.dtype)
             live = LiveIndex.open(data_dir / "index", store, spaces)
-            return cls(config, store, spaces, live)
+            return cls(config, store, spaces, live, roles)
         except BaseException:
             store.close()
             raise
@@ -117,14 +125,17 @@ class Engine:
             self.config.limits.check_top_k(p.top_k)
         if not prepared:
             return []
-        embedded = embed(self.spaces, prepared, query=True)
+        spaces, roles = self.spaces, self.roles
+        embedded = embed(spaces, prepared, query=True)
         with self.live.acquire() as indexes:
             hits = indexes.search(embedded, len(prepared), max(p.top_k for p in params))
             version = indexes.version
+        # Shadow spaces' hits are set aside here: they never reach the verdict below.
+        hits, shadow_hits = _split_shadow(hits, roles)
         exact_ids = [self.store.find_sha256(p.sha256) for p in prepared]
         seeds = self.store.get_many({sid for h in hits for _, sid, _ in h}
                                     | {i for i in exact_ids if i is not None})
-        searched = tuple(embedded.rows)
+        searched = tuple(n for n in embedded.rows if roles.get(n) != "shadow")
         hits = [_best_hits(h, p.top_k) for p, h in zip(params, hits)]
         limits = [self._thresholds.with_override(p.threshold) for p in params]
         verified = (self.cascade.apply(prepared, hits, [t.per_space for t in limits])
@@ -135,13 +146,35 @@ class Engine:
             verdicts, neighbors = propagate(h, seeds, limit, exact, p.labels, verified[row])
             results.append(LookupResult(
                 verdicts=verdicts,
-                neighbors=neighbors[:p.top_k] if exact is None else neighbors[:p.top_k + 1],
+                # top_k per space (``_best_hits``): spaces' scales differ, so one cut over
+                # all of them would let one space's unrelated seeds crowd out another's
+                neighbors=neighbors,
                 exact_match=exact.seed_id if exact is not None and not exact.removed else None,
                 snapshot_version=version,
                 spaces=searched,
                 hashes=tuple(embedded.hashes.get(row, ())),
             ))
+        if shadow_hits is not None:
+            self._compare_shadow(shadow_hits, params, limits, results,
+                                 sorted(n for n, r in roles.items() if r == "shadow"))
         return results
+
+    def _compare_shadow(self, shadow_hits: list[list[tuple[str, int, float]]],
+                        params: Sequence[LookupParams], limits, results: list[LookupResult],
+                        names: Sequence[str]) -> None:
+        """Propagate each shadow space's hits alone and count how its verdict compares with
+        the live one (metrics, logs). A failure here is logged, never the caller's."""
+        try:
+            seeds = self.store.get_many({sid for h in shadow_hits for _, sid, _ in h})
+            outcomes = []
+            for p, h, limit, result in zip(params, shadow_hits, limits, results):
+                for name in names:
+                    mine = _best_hits([x for x in h if x[0] == name], p.top_k)
+                    verdicts, _ = propagate(mine, seeds, limit, None, p.labels, {})
+                    outcomes.append(compare(name, result.verdicts, verdicts))
+            self.shadow.record(outcomes)
+        except Exception:
+            log.exception("shadow comparison failed; live verdicts unaffected")
 
     # ------------------------------------------------------------------ writes
     # Every write names its actor and may give a reason; both go into the op log, the audit
@@ -162,16 +195,23 @@ class Engine:
         out: list[AddResult | DedupError] = list(prepared)  # errors stay in place
         if not good:
             return out
-        embedded = embed(self.spaces, [p for _, p in good])
-        new = [NewSeed(
-            labels=labels, sha256=p.sha256, modalities=p.modalities,
-            embeddings={n: v for n in self.spaces if (v := embedded.vector(n, j)) is not None},
-            source=source, note=note,
-            content=p.raw_image if self.config.store.keep_content else None,
-            text=p.text, actor=actor, hash_only=bool(p.hashes) and p.image is None,
-            reason=reason, aux=self.cascade.seed_data(p) if self.cascade else {},
-        ) for j, (_, p) in enumerate(good)]
+        spaces = self.spaces
+        embedded = embed(spaces, [p for _, p in good])
+        aux = [self.cascade.seed_data(p) if self.cascade else {} for _, p in good]
         with self.live.writing():
+            # Every space served when the write commits gets the seed's vector: a shadow space
+            # added while the items embedded is embedded now, a retired one is left out.
+            added = {n: s for n, s in self.spaces.items() if n not in spaces}
+            late = embed(added, [p for _, p in good]) if added else None
+            new = [NewSeed(
+                labels=labels, sha256=p.sha256, modalities=p.modalities,
+                embeddings={n: v for n in self.spaces
+                            if (v := (late if n in added else embedded).vector(n, j)) is not None},
+                source=source, note=note,
+                content=p.raw_image if self.config.store.keep_content else None,
+                text=p.text, actor=actor, hash_only=bool(p.hashes) and p.image is None,
+                reason=reason, aux=aux[j],
+            ) for j, (_, p) in enumerate(good)]
             # commit + fsync: from here the write is acknowledged
             results = self.store.add_seeds(new, merge_labels=merge_labels)
             self.live.added(_vectors_by_space(results, new))
@@ -209,12 +249,19 @@ class Engine:
         vectors = None
         if seed.removed and not self.store.kept_on_removal(seed.seed_id):
             vectors = self._embed_stored(seed)
+        elif seed.removed and set(self.spaces) - set(self.store.retired_spaces(seed.seed_id)):
+            # spaces added since its removal (a new model in shadow) embed it from its content
+            vectors = self._embed_stored(seed)
         with self.live.writing():
             seed, restored, kept = self.store.restore_seed(seed.seed_id, actor=actor,
                                                            reason=reason, vectors=vectors)
             if restored:
                 ids = np.asarray([seed.seed_id], dtype=np.int64)
-                self.live.added({name: (ids, vec[None]) for name, vec in kept.items()
+                late = {n: v for n, v in (vectors or {}).items()
+                        if n not in kept and n in self.spaces}
+                for name, vec in late.items():
+                    self.store.put_embeddings(name, self.spaces[name].model_id, ids, vec[None])
+                self.live.added({name: (ids, vec[None]) for name, vec in {**kept, **late}.items()
                                  if name in self.spaces})
         return seed, restored
 
@@ -228,6 +275,143 @@ class Engine:
             raise p
         embedded = embed(self.spaces, [p])
         return {n: v for n in self.spaces if (v := embedded.vector(n, 0)) is not None}
+
+    # ------------------------------------------------------------------ spaces
+    # Changing the model: a new space is added in shadow (searched, compared, never deciding),
+    # filled by a re-embed (index_builder/reembed.py), then promoted in place of a live space,
+    # which stays served in shadow for a rollback until it is retired. Each step is one LMDB
+    # transaction with its op-log entry (actor, reason), under the lock writes take.
+    def add_shadow_space(self, space_config: SpaceConfig, actor: str = "", reason: str = "",
+                         ) -> Space:
+        """Serve a new space in shadow from now on (seeds added from here are embedded in it
+        too). Adding the same model again is a no-op, so a resumed re-embed may call it."""
+        self.config.limits.check_text("reason", reason)
+        name = space_config.model.split("@", 1)[0]
+        current = self.spaces.get(name)
+        if current is not None:
+            if current.config.model != space_config.model:
+                raise ModelMismatch(f"space {name} is served from {current.config.model}, "
+                                    f"not {space_config.model}")
+            return current
+        if space_config.replaces is not None and space_config.replaces not in self.spaces:
+            raise NotFound(f"space {space_config.replaces!r} (to replace) is not served")
+        sc = space_config.model_copy(update={"role": "shadow"})
+        space = Space(name, create_embedder(sc.model, device=self.config.device), sc)
+        with self.live.writing():
+            self.store.register_space(name, space.model_id, space.dim, space.dtype)
+            self.store.update_spaces(
+                {name: {"role": "shadow", "model": sc.model, "config": sc.model_dump(mode="json"),
+                        "replaces": sc.replaces}},
+                OpKind.SHADOW, space=name, replaces=sc.replaces or "", actor=actor, reason=reason)
+            self.live.add_space(space)
+            self._set_spaces({**self.spaces, name: space}, {**self.roles, name: "shadow"})
+        log.info("space %s added in shadow", name, extra={"model_id": space.model_id})
+        return space
+
+    def write_embeddings(self, space: str, model_id: str, ids: Sequence[int],
+                         vectors: np.ndarray, progress: tuple[str, Mapping] | None = None,
+                         ) -> int:
+        """Store and index vectors a re-embed computed (active seeds only: one removed
+        meanwhile gets none), with the run's progress record; returns how many were kept."""
+        if space not in self.spaces:
+            raise NotFound(f"space {space!r} is not served")
+        with self.live.writing():
+            written = self.store.put_embeddings(space, model_id, ids, vectors, progress)
+            if len(written):
+                pos = {int(i): j for j, i in enumerate(ids)}
+                vecs = np.asarray(vectors)[[pos[int(i)] for i in written]]
+                self.live.put(space, written, vecs)
+        return len(written)
+
+    def promote(self, space: str, replaces: str | None = None, actor: str = "",
+                reason: str = "") -> str | None:
+        """Make a shadow space decide verdicts; the space it replaces (given, or recorded
+        when the shadow space was added) goes to shadow, kept for a rollback. Refused while
+        any active seed with content lacks a vector in it. Returns the replaced space."""
+        self.config.limits.check_text("reason", reason)
+        with self.live.writing():
+            self._check_served(space)
+            if self.roles[space] == "live":
+                raise InvalidArgument(f"space {space} is already live")
+            replaces = (replaces or self._record(space).get("replaces")
+                        or self.spaces[space].config.replaces or None)
+            if replaces is not None:
+                self._check_served(replaces)
+                if self.roles[replaces] != "live":
+                    raise InvalidArgument(f"space {replaces} (to replace) is not live")
+            # Every seed it can embed must be in it; those a re-embed could not read are
+            # reported by that run and left out (they would not match by it anyway).
+            rejected = (self.store.reembed_progress(space) or {}).get("rejected_ids", ())
+            missing, _ = self.store.missing_embeddings(
+                space, self.spaces[space].embedder.modalities, 0, limit=1, skip=rejected)
+            if missing:
+                raise InvalidArgument(
+                    f"space {space} has no vector yet for seed {missing[0]} (and maybe more): "
+                    "finish the re-embed first (dedup-build reembed resumes where it stopped)")
+            changes = {space: {"role": "live", "replaces": replaces}}
+            if replaces is not None:
+                changes[replaces] = {"role": "shadow", "replaces": None}
+            self.store.update_spaces(changes, OpKind.PROMOTE, space=space,
+                                     replaces=replaces or "", actor=actor, reason=reason)
+            self._set_spaces(self.spaces, {**self.roles, **{n: c["role"]
+                                                             for n, c in changes.items()}})
+        log.info("space %s promoted", space, extra={"replaces": replaces, "actor": actor})
+        return replaces
+
+    def rollback(self, space: str | None = None, actor: str = "", reason: str = "") -> str:
+        """Undo the promotion of ``space`` (default: the one live space that replaced
+        another still served): the replaced space is live again, ``space`` back in shadow.
+        Returns the space live again."""
+        self.config.limits.check_text("reason", reason)
+        with self.live.writing():
+            if space is None:
+                promoted = [n for n, r in self.roles.items()
+                            if r == "live" and self._record(n).get("replaces") in self.spaces]
+                if len(promoted) != 1:
+                    raise InvalidArgument("name the promoted space to roll back (candidates: "
+                                          f"{', '.join(promoted) or 'none'})")
+                space = promoted[0]
+            self._check_served(space)
+            old = self._record(space).get("replaces")
+            if self.roles[space] != "live" or not old:
+                raise InvalidArgument(f"space {space} was not promoted in place of another")
+            if old not in self.spaces:
+                raise NotFound(f"space {old} that {space} replaced was retired: nothing to "
+                               "roll back to")
+            self.store.update_spaces({old: {"role": "live", "replaces": None},
+                                      space: {"role": "shadow", "replaces": old}},
+                                     OpKind.ROLLBACK, space=old, replaces=space, actor=actor,
+                                     reason=reason)
+            self._set_spaces(self.spaces, {**self.roles, old: "live", space: "shadow"})
+        log.info("space %s rolled back to %s", space, old, extra={"actor": actor})
+        return old
+
+    def retire(self, space: str, actor: str = "", reason: str = "") -> None:
+        """Stop serving a shadow space and drop its vectors (a live one must be replaced or
+        rolled back first). A config still listing it is not served it again."""
+        self.config.limits.check_text("reason", reason)
+        with self.live.writing():
+            self._check_served(space)
+            if self.roles[space] == "live":
+                raise InvalidArgument(f"space {space} is live: promote its replacement (or roll "
+                                      "back) before retiring it")
+            self.store.retire_space(space, actor=actor, reason=reason)
+            self.live.drop_space(space)
+            self._set_spaces({n: s for n, s in self.spaces.items() if n != space},
+                             {n: r for n, r in self.roles.items() if n != space})
+        log.info("space %s retired", space, extra={"actor": actor})
+
+    def _check_served(self, space: str) -> None:
+        if space not in self.spaces:
+            raise NotFound(f"space {space!r} is not served")
+
+    def _record(self, space: str) -> dict:
+        return self.store.spaces().get(space, {})
+
+    def _set_spaces(self, spaces: Mapping[str, Space], roles: Mapping[str, str]) -> None:
+        self._thresholds = thresholds(spaces)
+        self.roles = dict(roles)
+        self.spaces = dict(spaces)
 
     # ------------------------------------------------------------------ reads
     def get_seed(self, seed_id: int) -> Seed:
@@ -282,9 +466,46 @@ class Engine:
                 model_id=sp.model_id, dim=sp.dim, metric=sp.metric,
                 ntotal=current.indexes[name].ntotal, factory=current.indexes[name].factory,
                 n_shards=current.indexes[name].n_shards, threshold=sp.config.threshold,
-                device=sp.embedder.device, plan_note=current.notes.get(name, ""))
-                for name, sp in self.spaces.items()},
+                device=sp.embedder.device, plan_note=current.notes.get(name, ""),
+                role=self.roles.get(name, "live"))
+                for name, sp in self.spaces.items() if name in current.indexes},
         )
+
+
+def _served_spaces(config: Config, store: SeedStore,
+                   embedders: Mapping[str, Embedder] | None,
+                   ) -> tuple[dict[str, Space], dict[str, str]]:
+    """The spaces to serve and their roles: the config's enabled spaces less those an admin
+    retired, plus spaces added at run time (in shadow, then maybe promoted) recorded in the
+    store; a role the store records (promote, rollback) wins over the config's."""
+    registered, retired = store.spaces(), store.retired_space_names()
+    chosen: dict[str, SpaceConfig] = {}
+    for name, sc in config.enabled_spaces.items():
+        if name in retired:
+            log.warning("space %s was retired; not serving it (remove it from the config, or "
+                        "re-embed it to bring it back)", name)
+        else:
+            chosen[name] = sc
+    for name, info in registered.items():
+        if name not in chosen and info.get("role") in ("live", "shadow") and info.get("config"):
+            chosen[name] = SpaceConfig.model_validate(info["config"])
+    spaces = {name: Space(name, (embedders or {}).get(name)
+                          or create_embedder(sc.model, device=config.device), sc)
+              for name, sc in chosen.items()}
+    roles = {name: registered.get(name, {}).get("role") or sc.role for name, sc in chosen.items()}
+    if spaces and not any(r == "live" for r in roles.values()):
+        raise InvalidArgument("no live space: every served space is in shadow")
+    return spaces, roles
+
+
+def _split_shadow(hits: list[list[tuple[str, int, float]]], roles: Mapping[str, str],
+                  ) -> tuple[list[list[tuple[str, int, float]]], list[list] | None]:
+    """(live hits, shadow hits) per row; shadow hits are None when no space is in shadow."""
+    if not any(r == "shadow" for r in roles.values()):
+        return hits, None
+    live = [[h for h in row if roles.get(h[0]) != "shadow"] for row in hits]
+    shadow = [[h for h in row if roles.get(h[0]) == "shadow"] for row in hits]
+    return live, shadow
 
 
 def _vectors_by_space(ids: Sequence[tuple[int, bool]], seeds: Sequence[NewSeed],

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Callable, ContextManager, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import lmdb
 import numpy as np
@@ -57,6 +57,8 @@ _MAX_READERS = 1024  # reader slots: many service threads plus a builder process
 _K_NEXT_ID = b"next_id"
 _K_LAST_SEQ = b"last_seq"
 _K_SEEDOPS_BUILT = b"seedops_built"  # the seedops index covers the whole log
+_K_RETIRED_SPACES = b"retired_spaces"  # JSON {space: {model_id, ts}}
+_K_PROGRESS = b"progress:"  # ++ key: JSON progress of a re-embed run (resumable)
 _MAX_SCAN = 50_000  # records one filtered page may examine before it returns a cursor
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _DTYPES = {"float32": np.dtype("<f4"), "uint8": np.dtype("u1")}
@@ -163,6 +165,8 @@ def _op(seq: int, raw: bytes) -> OpEntry:
         actor=d["a"],
         reason=d.get("r", ""),
         previous_labels=tuple(Label(n, s) for n, s in d.get("p", ())),
+        space=d.get("s", ""),
+        replaces=d.get("rp", ""),
     )
 
 
@@ -384,6 +388,43 @@ class _Reads:
                 if scanned >= max_scan:  # bounded work per call: go on below this entry
                     return page, op.seq
         return page, None
+
+    def retired_space_names(self) -> dict[str, dict]:
+        """Spaces retired by an admin: name -> {model_id, ts}; a retired space is not served
+        again unless it is re-embedded."""
+        with self._reading() as txn:
+            raw = txn.get(_K_RETIRED_SPACES, db=self._store._db[b"meta"])
+            return json.loads(raw) if raw else {}
+
+    def reembed_progress(self, key: str) -> dict | None:
+        """The progress record a re-embed run keeps under ``key`` (None before its first write)."""
+        with self._reading() as txn:
+            raw = txn.get(_K_PROGRESS + key.encode(), db=self._store._db[b"meta"])
+            return json.loads(raw) if raw else None
+
+    def missing_embeddings(self, space: str, modalities: Iterable[str], after: int = 0,
+                           limit: int = 1024, skip: Iterable[int] = (),
+                           ) -> tuple[list[int], int | None]:
+        """Ids (> ``after``, in order, not in ``skip``) of active seeds whose stored content
+        (an image, a text) is of one of ``modalities`` and that have no vector in ``space``,
+        and the cursor to go on from (None when the walk is done)."""
+        want_image, want_text = "image" in modalities, "text" in modalities
+        skip = frozenset(int(i) for i in skip)
+        seeds_db, emb = self._store._db[b"seeds"], self._store._emb_db(space)
+        out: list[int] = []
+        with self._reading() as txn:
+            cur = txn.cursor(db=seeds_db)
+            if not cur.set_range(_k(after + 1)):
+                return out, None
+            for key, raw in cur.iternext(keys=True, values=True):
+                d = json.loads(raw)
+                fits = (want_image and d["hc"]) or (want_text and d["t"] is not None)
+                if (not d["r"] and fits and txn.get(key, db=emb) is None
+                        and _unk(key) not in skip):
+                    out.append(_unk(key))
+                    if len(out) == limit:
+                        return out, out[-1]
+        return out, None
 
     def kept_on_removal(self, seed_id: int) -> bool:
         """Whether this removed seed's vectors were put aside at its removal (a restore needs
@@ -682,12 +723,14 @@ class SeedStore(_Reads):
         return _unk(raw) if raw else first
 
     def _log(self, txn: lmdb.Transaction, kind: OpKind, seed_id: int, labels, actor: str,
-             ts: float, reason: str = "", previous: Sequence[Label] = ()) -> None:
+             ts: float, reason: str = "", previous: Sequence[Label] = (), space: str = "",
+             replaces: str = "") -> None:
         seq = self._next(txn, _K_LAST_SEQ, 0) + 1
         txn.put(_K_LAST_SEQ, _k(seq), db=self._db[b"meta"])
         entry = {"k": int(kind), "i": seed_id, "t": ts, "l": _labels_json(labels), "a": actor,
                  **({"r": reason} if reason else {}),
-                 **({"p": _labels_json(previous)} if previous else {})}
+                 **({"p": _labels_json(previous)} if previous else {}),
+                 **({"s": space} if space else {}), **({"rp": replaces} if replaces else {})}
         txn.put(_k(seq), _dumps(entry), db=self._db[b"oplog"], append=True)
         txn.put(_k(seed_id) + _k(seq), b"", db=self._db[b"seedops"])
 
@@ -743,6 +786,92 @@ class SeedStore(_Reads):
                 f"space {space!r} holds embeddings of {info['model_id']} (dim {info['dim']}, {info['dtype']}); "
                 f"refusing {model_id} (dim {dim}, {dtype}) — rebuild the space to change models"
             )
+
+    def update_spaces(self, changes: Mapping[str, Mapping[str, Any]], kind: OpKind | None = None,
+                      space: str = "", replaces: str = "", actor: str = "",
+                      reason: str = "") -> None:
+        """Merge fields (``role``, ``model``, ``config``, ``replaces``) into registered spaces'
+        records in ONE transaction, with one op-log entry of ``kind`` naming ``space`` (the
+        audit trail of shadow / promote / rollback). A space set to a role again is no longer
+        retired."""
+
+        def fn(txn: lmdb.Transaction) -> None:
+            db, meta = self._db[b"spaces"], self._db[b"meta"]
+            raw_retired = txn.get(_K_RETIRED_SPACES, db=meta)
+            retired = json.loads(raw_retired) if raw_retired else {}
+            for name, fields in changes.items():
+                raw = txn.get(name.encode(), db=db)
+                if raw is None:
+                    raise NotFound(f"space {name!r} is not registered in {self.path}")
+                txn.put(name.encode(), _dumps({**json.loads(raw), **fields}), db=db)
+                retired.pop(name, None)
+            txn.put(_K_RETIRED_SPACES, _dumps(retired), db=meta)
+            if kind is not None:
+                self._log(txn, kind, 0, (), actor, time.time(), reason, space=space,
+                          replaces=replaces)
+
+        self._write(fn)
+
+    def put_embeddings(self, space: str, model_id: str, ids: Sequence[int], vectors: np.ndarray,
+                       progress: tuple[str, Mapping[str, Any]] | None = None) -> np.ndarray:
+        """Store vectors computed elsewhere (a re-embed) for seeds that are still active, in
+        ONE transaction with the run's progress record (``(key, fields)``); a seed removed
+        meanwhile gets none (it must not come back). Returns the ids written. ModelMismatch
+        when the space holds another model's vectors."""
+        ids = [int(i) for i in ids]
+        vectors = np.asarray(vectors)
+        if len(ids) != len(vectors):
+            raise InvalidArgument(f"{len(ids)} ids for {len(vectors)} vectors")
+
+        def fn(txn: lmdb.Transaction) -> np.ndarray:
+            raw = txn.get(space.encode(), db=self._db[b"spaces"])
+            if raw is None:
+                raise NotFound(f"space {space!r} is not registered in {self.path}")
+            info = json.loads(raw)
+            if info["model_id"] != model_id:
+                raise ModelMismatch(f"space {space!r} holds {info['model_id']}; refusing "
+                                    f"vectors of {model_id}")
+            seeds_db, emb = self._db[b"seeds"], self._emb_db(space)
+            written = []
+            for seed_id, vec in zip(ids, vectors):
+                rec = txn.get(_k(seed_id), db=seeds_db) if seed_id > 0 else None
+                if rec is None or json.loads(rec)["r"]:
+                    continue
+                txn.put(_k(seed_id), _encode_vector(space, vec, info), db=emb)
+                written.append(seed_id)
+            if progress is not None:
+                key, fields = progress
+                txn.put(_K_PROGRESS + key.encode(), _dumps(dict(fields)), db=self._db[b"meta"])
+            return np.asarray(written, dtype=np.int64)
+
+        return self._write(fn)
+
+    def put_progress(self, key: str, fields: Mapping[str, Any]) -> None:
+        """Write a re-embed run's progress record alone (its start, its end)."""
+        self._write(lambda txn: txn.put(_K_PROGRESS + key.encode(), _dumps(dict(fields)),
+                                        db=self._db[b"meta"]))
+
+    def retire_space(self, space: str, actor: str = "", reason: str = "") -> None:
+        """Drop a space: its record and every vector of it, in ONE transaction with an op-log
+        entry; the name is remembered as retired so a config still listing it is not served
+        with an empty index."""
+
+        def fn(txn: lmdb.Transaction) -> None:
+            db, meta = self._db[b"spaces"], self._db[b"meta"]
+            raw = txn.get(space.encode(), db=db)
+            if raw is None:
+                raise NotFound(f"space {space!r} is not registered in {self.path}")
+            txn.drop(self._emb_db(space), delete=False)  # empty it; the handle stays valid
+            txn.delete(space.encode(), db=db)
+            txn.delete(_K_PROGRESS + space.encode(), db=meta)
+            raw_retired = txn.get(_K_RETIRED_SPACES, db=meta)
+            retired = json.loads(raw_retired) if raw_retired else {}
+            now = time.time()
+            retired[space] = {"model_id": json.loads(raw)["model_id"], "ts": now}
+            txn.put(_K_RETIRED_SPACES, _dumps(retired), db=meta)
+            self._log(txn, OpKind.RETIRE, 0, (), actor, now, reason, space=space)
+
+        self._write(fn)
 
     def add_seeds(self, seeds: Sequence[NewSeed], merge_labels: bool = False) -> list[AddResult]:
         """Add seeds in ONE transaction. An item whose content is an active seed's gets that

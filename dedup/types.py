@@ -142,6 +142,15 @@ class OpKind(enum.IntEnum):
     REMOVE = 2
     RELABEL = 3
     RESTORE = 4  # a removed seed made active again, same id
+    # Space changes (seed_id 0, ``space`` names it): a space added in shadow, made live,
+    # rolled back, retired.
+    SHADOW = 5
+    PROMOTE = 6
+    ROLLBACK = 7
+    RETIRE = 8
+
+
+SPACE_OPS = frozenset((OpKind.SHADOW, OpKind.PROMOTE, OpKind.ROLLBACK, OpKind.RETIRE))
 
 
 @dataclass(frozen=True)
@@ -160,6 +169,8 @@ class OpEntry:
     actor: str = ""
     reason: str = ""
     previous_labels: tuple[Label, ...] = ()
+    space: str = ""  # space ops: the space acted on
+    replaces: str = ""  # promote / rollback: the space it took the place of
 
 
 @dataclass(frozen=True)
@@ -317,6 +328,7 @@ class SpaceStats:
     # The configured plan when the serving index was built another way (a snapshot from another
     # plan, or an index waiting for dedup-build to train it); empty when they agree.
     plan_note: str = ""
+    role: str = "live"  # "live": decides verdicts; "shadow": searched and counted only
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from dedup.config import IndexPlan
 from dedup.errors import InvalidArgument, SnapshotError
 from dedup.index import ShardedIndex
 from dedup.index.sharded import exact_factory, trained_index
-from dedup.index.snapshot import Manifest, prune_snapshots, publish_snapshot
+from dedup.index.snapshot import (Manifest, current_version, list_snapshots, prune_snapshots,
+                                  publish_snapshot, read_manifest, serving_version, set_current)
 from dedup.store import ReadView, SeedStore
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,8 @@ def build_space(view: ReadView, space: str, meta: dict, plan: IndexPlan, report:
 
 
 def rebuild(store: SeedStore, index_root: str | Path, plans: Mapping[str, IndexPlan] | None = None,
-            min_recall: float = 0.9, keep_snapshots: int = 3) -> BuildReport:
+            min_recall: float = 0.9, keep_snapshots: int = 3,
+            extra_report: Mapping | None = None) -> BuildReport:
     """Rebuild every registered space from one read view of ``store``; publish under index_root.
 
     ``store`` may be the live writer's own store (same process) or a readonly one opened beside
@@ -142,7 +144,7 @@ def rebuild(store: SeedStore, index_root: str | Path, plans: Mapping[str, IndexP
             raise InvalidArgument("no spaces registered in the store")
         with _timed(report, "publish"):
             report.manifest = publish_snapshot(Path(index_root), indexes, model_ids, op_seq,
-                                               report=report.to_dict())
+                                               report={**report.to_dict(), **(extra_report or {})})
         prune_snapshots(Path(index_root), keep_snapshots)
     finally:
         for index in indexes.values():
@@ -156,3 +158,29 @@ def rebuild_data_dir(data_dir: str | Path, plans: Mapping[str, IndexPlan] | None
     data_dir = Path(data_dir)
     with SeedStore(data_dir / "store", readonly=True) as store:
         return rebuild(store, data_dir / "index", plans, min_recall, keep_snapshots)
+
+
+def list_builds(index_root: str | Path) -> list[dict]:
+    """Every complete snapshot, newest first: version, op_seq, spaces (model id, vectors),
+    whether it is CURRENT or serving, and the build report stored in its manifest."""
+    root = Path(index_root)
+    current, serving = current_version(root), serving_version(root)
+    out = []
+    for version in reversed(list_snapshots(root)):
+        try:
+            m = read_manifest(root, version)
+        except (SnapshotError, OSError) as e:
+            out.append({"version": version, "error": str(e)})
+            continue
+        out.append({"version": version, "op_seq": m.op_seq, "created_at": m.created_at,
+                    "current": version == current, "serving": version == serving,
+                    "spaces": {n: {"model_id": sp.model_id, "ntotal": sp.ntotal}
+                               for n, sp in m.spaces.items()},
+                    "report": m.report})
+    return out
+
+
+def rollback_to(index_root: str | Path, version: str) -> None:
+    """Make an older snapshot CURRENT (the service's Reload then serves it and replays the op
+    log after it, so no write is lost)."""
+    set_current(Path(index_root), version)

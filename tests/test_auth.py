@@ -116,6 +116,11 @@ CALLS = {  # method -> (request, least role)
     "GetSeedHistory": (pb.GetSeedHistoryRequest(seed_id=1), "analyst"),
     "ListOps": (pb.ListOpsRequest(), "analyst"),
     "GetSeedContent": (pb.GetSeedContentRequest(seed_id=1), "analyst"),
+    "AddShadowSpace": (pb.AddShadowSpaceRequest(model="pdq"), "admin"),
+    "WriteEmbeddings": (pb.WriteEmbeddingsRequest(space="pdq", model_id="pdq"), "admin"),
+    "PromoteSpace": (pb.PromoteSpaceRequest(space="pdq"), "admin"),
+    "RollbackSpace": (pb.RollbackSpaceRequest(), "admin"),
+    "RetireSpace": (pb.RetireSpaceRequest(space="pdq"), "admin"),
 }
 RANK = {"reader": 0, "analyst": 1, "admin": 2}
 

@@ -53,3 +53,25 @@ def test_backup_beside_a_live_writer_restores_every_seed(tmp_path):
         assert results[0].exact_match is None  # removed before the backup: stays removed
         assert [r.exact_match for r in results[1:]] == ids[1:]
         assert eng.stats().seeds_active == 29
+
+
+def _admin(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tools.analyst", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_dedup_admin_backup_and_restore_need_no_server(tmp_path):
+    pdq = {"pdq": create_embedder("pdq")}
+    hexes = to_hex(np.random.default_rng(4).integers(0, 256, (5, 32), dtype=np.uint8))
+    with Engine.open(_config(tmp_path / "live"), embedders=pdq) as eng:
+        ids = [r.seed_id for r in eng.add_seeds([Item(pdq=h) for h in hexes], [LABEL])]
+        done = _admin("backup", str(tmp_path / "bk"), "--data-dir", str(tmp_path / "live"),
+                      "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["op_seq"] == eng.store.last_seq
+    missing = _admin("backup", str(tmp_path / "bk2"), "--data-dir", str(tmp_path / "nothing"))
+    assert missing.returncode == 3 and "no seed store" in missing.stderr
+    done = _admin("restore-backup", str(tmp_path / "bk"), "--data-dir", str(tmp_path / "new"))
+    assert done.returncode == 0, done.stderr
+    with Engine.open(_config(tmp_path / "new"), embedders=pdq) as eng:
+        assert [r.exact_match for r in eng.lookup([Item(pdq=h) for h in hexes])] == ids

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dedup.errors import Overloaded
-from dedup.service.batcher import MicroBatcher
+from dedup.service.batcher import MicroBatcher, ServiceTimes
 
 
 class Recorder:
@@ -184,5 +184,86 @@ def test_closed_batcher_refuses_new_work(pool):
         await b.close()
         with pytest.raises(Overloaded, match="shutting down"):
             await b.submit([1])
+
+    run(main())
+
+
+# -- admission: capacity learnt online, refusals at once -------------------------------------
+def test_service_times_are_learnt_per_batch_size_and_interpolated():
+    t = ServiceTimes(alpha=1.0)
+    assert not t.known and t.batch_seconds(4) == 0.0
+    t.observe(1, 0.010)  # 10 ms alone
+    t.observe(8, 0.040)  # 5 ms per item in a batch of 8
+    assert t.batch_seconds(1) == pytest.approx(0.010)
+    assert t.batch_seconds(8) == pytest.approx(0.040)
+    # bucket 4 lies 2/3 of the way from 1 to 8 on a log scale
+    assert t.batch_seconds(4) == pytest.approx(4 * (0.010 + 2 / 3 * (0.005 - 0.010)))
+    assert t.batch_seconds(32) == pytest.approx(0.040)  # above: what the largest batch cost
+    assert t.drain_seconds(20, max_batch=8) == pytest.approx(2 * 0.040 + t.batch_seconds(4))
+    assert t.drain_seconds(16, max_batch=8, slots=2) == pytest.approx(0.040)
+    t2 = ServiceTimes(alpha=0.5)
+    t2.observe(1, 0.010)
+    t2.observe(1, 0.030)
+    assert t2.batch_seconds(1) == pytest.approx(0.020)  # EWMA follows the machine's speed
+
+
+def test_arrivals_past_the_queue_budget_are_refused_at_once_with_a_retry_hint(pool):
+    rec = Recorder(delay_s=0.05)
+
+    async def main():
+        b = MicroBatcher(rec, pool, max_batch=1, max_wait_ms=0, max_inflight=1)
+        await b.submit([0])  # measures ~50 ms per item
+
+        async def call(i):
+            t0 = time.monotonic()
+            try:
+                return await b.submit([i]), time.monotonic() - t0
+            except Overloaded as e:
+                return e, time.monotonic() - t0
+
+        outs = await asyncio.gather(*(call(i) for i in range(1, 11)))
+        await b.close()
+        return outs, b.refused
+
+    outs, refused = run(main())
+    admitted = [(r, s) for r, s in outs if not isinstance(r, Exception)]
+    shed = [(e, s) for e, s in outs if isinstance(e, Overloaded)]
+    # The default budget is one item's own service time: what drains within it is admitted.
+    assert len(admitted) == 2 and len(shed) == 8 and refused == 8
+    assert [r for r, _ in admitted] == [[2], [4]]
+    assert all(s < 0.02 for _, s in shed)  # answered at once, not after queueing
+    assert all(e.retry_after_s and e.retry_after_s > 0 for e, _ in shed)
+    assert all(s < 0.5 for _, s in admitted)
+    computed = {x for batch in rec.batches for x in batch}
+    assert computed == {0, 1, 2}  # refused work is never computed
+
+
+def test_a_deadline_that_cannot_be_met_is_refused_before_any_work(pool):
+    rec = Recorder(delay_s=0.05)
+
+    async def main():
+        b = MicroBatcher(rec, pool, max_batch=4, max_wait_ms=0)
+        await b.submit([0])
+        with pytest.raises(Overloaded, match="deadline") as info:
+            b.admit(1, timeout=0.01)  # ~50 ms of work cannot finish in 10 ms
+        with b.admit(1, timeout=5.0) as ok:
+            out = await b.submit([1], ok)
+        await b.close()
+        return info.value, out
+
+    err, out = run(main())
+    assert err.retry_after_s and err.retry_after_s > 0.03
+    assert out == [2] and len(rec.batches) == 2
+
+
+def test_without_measurements_everything_is_admitted_up_to_the_queue_bound(pool):
+    async def main():
+        b = MicroBatcher(Recorder(), pool, max_batch=4, max_wait_ms=0, max_queue=8)
+        r = b.admit(8, timeout=0.001)  # no service time known yet: nothing to refuse on
+        with pytest.raises(Overloaded, match="queue full"):
+            b.admit(1)
+        r.release()
+        assert b.queued_items == 0
+        await b.close()
 
     run(main())

@@ -284,3 +284,40 @@ def test_save_load_round_trip_keeps_results_and_removals(tmp_path, data, factory
     assert not loaded.contains(ids[:30]).any()
     loaded.add(ids[:1], xb[:1])
     assert loaded.search(xb[:1], 1)[1][0, 0] == ids[0]
+
+
+# -- shards cost no speed: both search strategies give the same answers ------------------------
+@pytest.mark.parametrize("n_shards", [2, 4, 8])
+@pytest.mark.parametrize("nq", [1, 3, 50])
+def test_every_shard_count_and_batch_size_equals_brute_force(data, n_shards, nq):
+    # Small batches spread shards over single-threaded workers, large ones search the shards
+    # one after another with all of FAISS's threads: both must give the exact top-k.
+    import faiss
+
+    xb, ids, xq = data
+    threads = faiss.omp_get_max_threads()
+    index = ShardedIndex(DIM, "Flat", n_shards=n_shards)
+    index.add(ids, xb)
+    D, I = index.search(xq[:nq], 10)
+    Dref, Iref = brute_force(xb, ids, xq[:nq], 10)
+    np.testing.assert_array_equal(I, Iref)
+    np.testing.assert_allclose(D, Dref, atol=1e-5)
+    assert faiss.omp_get_max_threads() == threads  # workers' one-thread setting stays theirs
+    index.close()
+
+
+def test_auto_shard_count_fits_the_hardware():
+    from dedup.config import IndexPlan
+    from dedup.index.shard import num_gpus
+    from dedup.index.sharded import resolve_shards
+
+    assert resolve_shards("auto") == max(1, num_gpus())  # a CPU: one shard, all cores in it
+    assert resolve_shards("auto", use_gpu=False) == 1
+    assert resolve_shards("auto", metric="hamming") == 1  # binary indexes stay on the CPU
+    assert resolve_shards(4) == 4
+    assert IndexPlan().n_shards == IndexPlan(n_shards="auto").n_shards == max(1, num_gpus())
+    assert IndexPlan(n_shards="auto", use_gpu=False).n_shards == 1
+    assert IndexPlan(n_shards=3).n_shards == 3
+    for bad in (0, -1, "two", True):
+        with pytest.raises(InvalidArgument):
+            resolve_shards(bad)

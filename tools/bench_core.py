@@ -1,8 +1,18 @@
-"""Core benchmark: embedder throughput and sharded-index search (QPS, latency, recall, memory).
+"""Core benchmark: embedder throughput and sharded-index search (QPS, latency, recall, memory),
+each figure next to its bound.
 
     python -m tools.bench_core                      # 100k rows + embedders
+    python -m tools.bench_core --sizes 1000000 --factories Flat --shards 1,2,4,8 --skip-embed
+    python -m tools.bench_core --skip-search --embedders image:effnet-lite0,image:copydet-lite0
     python -m tools.bench_core --sizes 100000,1000000 --json bench.json
     python -m tools.bench_core --skip-embed --gpu   # GPU shards with fp16 storage
+
+Bounds: search QPS is compared with one bare FAISS index of the same factory over the same
+vectors, searched the same way (``vs bare``); exact search also with the FLOP limit (2 n d
+FLOPs per query at the measured matrix-multiply rate). Embedding items/s is compared with the
+FLOP limit: FLOPs per item (counted by torch's FlopCounterMode on a real call) over the
+machine's measured fp32 matrix-multiply rate (a large torch matmul on the same threads), so
+``% limit`` says how far a model is from what the cores could compute.
 
 Figures only; nothing here asserts on timings. Vectors are synthetic, seeded, L2-normalised and
 clustered (a Gaussian mixture, one component per 20 vectors, unit noise per dimension), so IVF
@@ -14,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import sys
 import time
@@ -36,7 +47,8 @@ SENTENCES = (
     "The astronaut floated above the Earth during the spacewalk.",
 )
 SKIMAGE_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "page")
-EMBED_SPECS = ("image:effnet-lite0", "text:minilm-l6", "clip:dedup-tiny/none")
+EMBED_SPECS = ("image:effnet-lite0", "image:copydet-lite0", "text:minilm-l6",
+               "clip:dedup-tiny/none")
 
 
 # -- embedding ------------------------------------------------------------------------------
@@ -64,8 +76,37 @@ def _rate(fn, items: list, batch: int, min_s: float = 2.0, max_calls: int = 50) 
     return done / (time.perf_counter() - t0)
 
 
-def bench_embed(specs: list[str]) -> list[dict]:
-    """Items/s at batch 1 and 32 for each embedder and modality it supports."""
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The machine's fp32 matrix-multiply rate in GFLOP/s: best of ``repeats`` n x n torch
+    matmuls on torch's threads (the threads the embedders use)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up: thread pool, BLAS kernels
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def flops_per_item(fn, items: list) -> float:
+    """FLOPs one call of ``fn`` spends per item (torch's FlopCounterMode: convolutions and
+    matrix products, the work that dominates)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn(items)
+    return counter.get_total_flops() / len(items)
+
+
+def bench_embed(specs: list[str], gflops: float) -> list[dict]:
+    """Items/s at batch 1 and 32 for each embedder and modality it supports (and, for image
+    spaces that embed query regions, for ``embed_regions``), with the FLOP limit."""
+    import torch
+
     from dedup.embed import create_embedder
 
     images = _images()
@@ -75,13 +116,22 @@ def bench_embed(specs: list[str]) -> list[dict]:
         t0 = time.perf_counter()
         emb = create_embedder(spec)
         load_s = time.perf_counter() - t0
-        for modality in sorted(emb.modalities):
-            fn = emb.embed_images if modality == "image" else emb.embed_texts
-            items = images * 4 if modality == "image" else texts
+        calls = [(m, emb.embed_images if m == "image" else emb.embed_texts)
+                 for m in sorted(emb.modalities)]
+        if hasattr(emb, "embed_regions"):
+            calls.append(("image regions", emb.embed_regions))
+        for modality, fn in calls:
+            items = texts if modality == "text" else images * 4
+            flops = flops_per_item(fn, items[:len(SENTENCES)]) if emb.device == "cpu" else 0.0
+            limit = gflops * 1e9 / flops if flops else math.nan
+            b1 = _rate(fn, items, 1)
+            b32 = _rate(fn, items, 32, min_s=3.0, max_calls=10)
             rows.append({
                 "space": spec, "modality": modality, "device": emb.device, "dim": emb.dim,
-                "load_s": load_s, "items_s_b1": _rate(fn, items, 1),
-                "items_s_b32": _rate(fn, items, 32, min_s=3.0, max_calls=10),
+                "load_s": load_s, "items_s_b1": b1, "items_s_b32": b32,
+                "gflop_per_item": flops / 1e9, "limit_items_s": limit,
+                "pct_limit_b1": 100 * b1 / limit, "pct_limit_b32": 100 * b32 / limit,
+                "torch_threads": torch.get_num_threads(),
             })
             print(f"  embedded {spec} {modality}", file=sys.stderr)
     return rows
@@ -120,6 +170,10 @@ class SearchRow:
     index_mb: float
     dup_recall_at_1: float = 0.0  # near-duplicate queries whose source vector ranks first
     shard_ratio_qps: float | None = None  # this row's QPS / the 1-shard QPS of the same factory
+    batch: int = 0  # queries per search call
+    bare_qps: float | None = None  # one bare FAISS index, same factory, vectors and batches
+    vs_bare: float | None = None  # qps / bare_qps
+    flop_bound_qps: float | None = None  # exact search: matmul rate / (2 n d) FLOPs per query
 
 
 def index_bytes(index: ShardedIndex) -> int:
@@ -149,9 +203,44 @@ def nlist_of(factory: str) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
+def _timed_qps(search, xq: np.ndarray, batch: int) -> tuple[float, np.ndarray]:
+    """(queries/s, ids) searching ``xq`` in consecutive calls of ``batch`` queries, k=10."""
+    search(xq[:min(batch, 10)])  # warm-up (thread pool, GPU kernels)
+    out = []
+    t0 = time.perf_counter()
+    for lo in range(0, len(xq), batch):
+        out.append(search(xq[lo:lo + batch])[1])
+    return len(xq) / (time.perf_counter() - t0), np.concatenate(out)
+
+
+def _training_sample(xb: np.ndarray, nlist: int, train_n: int) -> np.ndarray:
+    # Training on ~30 points per list keeps k-means inside the time budget on 2 cores.
+    n = len(xb)
+    m = min(n, max(train_n, 30 * nlist))
+    return xb[np.random.default_rng(1).choice(n, m, replace=False)]
+
+
+def bench_bare(xb: np.ndarray, xq: np.ndarray, factory: str, nprobe: int, batch: int,
+               train_n: int) -> float:
+    """QPS of one bare FAISS index (the bound a ShardedIndex is held to): the same factory,
+    trained on the same sample, searched in the same batches."""
+    fac = "Flat" if factory in ("Flat", "IDMap2,Flat") else factory
+    index = faiss.index_factory(xb.shape[1], fac, faiss.METRIC_INNER_PRODUCT)
+    nlist = nlist_of(fac)
+    if nlist:
+        index.train(_training_sample(xb, nlist, train_n))
+        faiss.extract_index_ivf(index).nprobe = nprobe
+    for lo in range(0, len(xb), 200_000):
+        index.add(xb[lo:lo + 200_000])
+    qps, _ = _timed_qps(lambda q: index.search(q, 10), xq, batch)
+    del index
+    gc.collect()
+    return qps
+
+
 def bench_index(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, n_gt: int, factory: str,
                 n_shards: int, nprobe: int, gpu: bool, n_lat: int, train_n: int,
-                src: np.ndarray) -> SearchRow:
+                src: np.ndarray, batch: int = 256) -> SearchRow:
     """Build one ShardedIndex and measure it."""
     n = len(xb)
     ids = np.arange(n, dtype=np.int64)
@@ -160,17 +249,12 @@ def bench_index(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, n_gt: int, facto
                          expected_size=n, fp16=gpu)
     nlist = nlist_of(index.factory)
     if nlist:
-        # Training on ~30 points per list keeps k-means inside the time budget on 2 cores.
-        m = min(n, max(train_n, 30 * nlist))
-        index.train(xb[np.random.default_rng(1).choice(n, m, replace=False)])
+        index.train(_training_sample(xb, nlist, train_n))
     for lo in range(0, n, 200_000):
         index.add(ids[lo:lo + 200_000], xb[lo:lo + 200_000])
     build_s = time.perf_counter() - t0
 
-    index.search(xq[:10], 10)  # warm-up (thread pool, GPU kernels)
-    t0 = time.perf_counter()
-    _, I = index.search(xq, 10)
-    qps = len(xq) / (time.perf_counter() - t0)
+    qps, I = _timed_qps(lambda q: index.search(q, 10), xq, batch)
     hits = [len(np.intersect1d(I[i], gt[i])) for i in range(n_gt)]
     recall = float(np.sum(hits)) / (10 * n_gt)
     dup = src[: len(xq)] >= 0  # the queries that are perturbed copies of a stored vector
@@ -183,7 +267,7 @@ def bench_index(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, n_gt: int, facto
     mb = index_bytes(index) / 2**20
     row = SearchRow(n, factory, index.factory, n_shards, index.nprobe, index.on_gpu, build_s, len(xq),
                     qps, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), recall, mb,
-                    dup_recall)
+                    dup_recall, batch=batch)
     index.close()
     del index
     gc.collect()
@@ -192,8 +276,11 @@ def bench_index(xb: np.ndarray, xq: np.ndarray, gt: np.ndarray, n_gt: int, facto
 
 def bench_search(sizes: list[int], factories: list[str], shards: list[int], dim: int,
                  n_queries: int, n_flat_queries_large: int, n_lat: int, nprobe: int, gpu: bool,
-                 train_n: int, notes: list[str], on_row=None) -> list[SearchRow]:
-    """Every (size, factory, n_shards) combination, one index alive at a time.
+                 train_n: int, notes: list[str], on_row=None, batch: int = 256,
+                 gflops: float | None = None, bare: bool = True) -> list[SearchRow]:
+    """Every (size, factory, n_shards) combination, one index alive at a time, each next to
+    a bare FAISS index of the same factory (``bare``; CPU only) and, for exact search, the
+    FLOP limit at ``gflops``.
 
     ``on_row(rows)`` runs after each row, so a long run that is stopped keeps what it measured.
     """
@@ -225,11 +312,19 @@ def bench_search(sizes: list[int], factories: list[str], shards: list[int], dim:
             fac = factory
             if factory == "IVF":
                 fac = "IVF4096,Flat" if n >= 500_000 else "IVF1024,Flat"
-            base_qps = None
+            base_qps = bare_qps = None
             for s in shards:
                 exact = fac in ("Flat", "IDMap2,Flat")
                 xq = xq_all[:n_gt] if exact else xq_all
-                row = bench_index(xb, xq, gt, n_gt, fac, s, nprobe, gpu, n_lat, train_n, src_all)
+                row = bench_index(xb, xq, gt, n_gt, fac, s, nprobe, gpu, n_lat, train_n, src_all,
+                                  batch)
+                if bare and not gpu and bare_qps is None:
+                    bare_qps = bench_bare(xb, xq, row.resolved, row.nprobe, batch, train_n)
+                    print(f"  {n} {fac} bare FAISS: qps {bare_qps:.0f}", file=sys.stderr)
+                if bare_qps is not None:
+                    row.bare_qps, row.vs_bare = bare_qps, row.qps / bare_qps
+                if "IVF" not in row.resolved and gflops:
+                    row.flop_bound_qps = gflops * 1e9 / (2.0 * n * dim)
                 if base_qps is None:
                     base_qps = row.qps
                 else:
@@ -261,7 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="100000", help="comma-separated index sizes")
     p.add_argument("--factories", default="Flat,auto,IVF",
                    help="comma-separated; IVF = IVF1024,Flat below 500k, IVF4096,Flat above")
-    p.add_argument("--shards", default="1,4", help="comma-separated shard counts")
+    p.add_argument("--shards", default="1,2,4,8", help="comma-separated shard counts")
+    p.add_argument("--batch", type=int, default=256, help="queries per search call")
+    p.add_argument("--no-bare", action="store_true",
+                   help="skip the bare FAISS index each factory is compared with")
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--queries", type=int, default=1000, help="batch queries for QPS")
     p.add_argument("--flat-queries-large", type=int, default=200,
@@ -285,17 +383,24 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
 
     notes: list[str] = []
+    gflops = matmul_gflops()
     env = {"faiss": faiss.__version__, "omp_threads": faiss.omp_get_max_threads(),
-           "cpus": os.cpu_count(), "faiss_gpus": num_gpus()}
+           "cpus": os.cpu_count(), "faiss_gpus": num_gpus(),
+           "load_avg_1m": os.getloadavg()[0], "matmul_gflops": gflops}
     print(f"environment: {env}")
     out: dict = {"environment": env}
     if not args.skip_embed:
-        embed_rows = bench_embed([s for s in args.embedders.split(",") if s])
+        embed_rows = bench_embed([s for s in args.embedders.split(",") if s], gflops)
         out["embed"] = embed_rows
-        print("\nEmbedding throughput (items/s)")
-        print_table(["space", "modality", "device", "dim", "load s", "b=1", "b=32"],
+        print(f"\nEmbedding throughput (items/s); limit = {gflops:.0f} GFLOP/s matmul rate / "
+              "GFLOP per item")
+        print_table(["space", "modality", "device", "dim", "load s", "GFLOP/item", "limit/s",
+                     "b=1", "% limit", "b=32", "% limit"],
                     [[r["space"], r["modality"], r["device"], r["dim"], f"{r['load_s']:.1f}",
-                      f"{r['items_s_b1']:.1f}", f"{r['items_s_b32']:.1f}"] for r in embed_rows])
+                      f"{r['gflop_per_item']:.2f}", f"{r['limit_items_s']:.0f}",
+                      f"{r['items_s_b1']:.1f}", f"{r['pct_limit_b1']:.0f}%",
+                      f"{r['items_s_b32']:.1f}", f"{r['pct_limit_b32']:.0f}%"]
+                     for r in embed_rows])
     if not args.skip_search:
 
         def on_row(rows: list[SearchRow]) -> None:
@@ -305,14 +410,22 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = bench_search(sizes, [f for f in args.factories.split(",") if f], shards, args.dim,
                             args.queries, args.flat_queries_large, args.latency_queries,
-                            args.nprobe, args.gpu, args.train_size, notes, on_row)
-        print(f"\nSearch, {args.dim}-d, k=10, nprobe={args.nprobe or 'auto'} (IVF only)")
+                            args.nprobe, args.gpu, args.train_size, notes, on_row, args.batch,
+                            gflops, not args.no_bare)
+        print(f"\nSearch, {args.dim}-d, k=10, batch {args.batch}, "
+              f"nprobe={args.nprobe or 'auto'} (IVF only)")
         print_table(
             ["size", "factory", "resolved", "shards", "nprobe", "gpu", "build s", "queries", "QPS",
-             "p50 ms", "p99 ms", "recall@10", "dup R@1", "index MB", "QPS vs 1 shard"],
+             "bare QPS", "vs bare", "FLOP-bound QPS", "vs FLOP", "p50 ms", "p99 ms",
+             "recall@10", "dup R@1", "index MB", "QPS vs 1 shard"],
             [[r.size, r.factory, r.resolved, r.n_shards, r.nprobe if "IVF" in r.resolved else "",
               "y" if r.gpu else "n",
-              f"{r.build_s:.1f}", r.n_batch_queries, f"{r.qps:.0f}", f"{r.p50_ms:.2f}",
+              f"{r.build_s:.1f}", r.n_batch_queries, f"{r.qps:.0f}",
+              "" if r.bare_qps is None else f"{r.bare_qps:.0f}",
+              "" if r.vs_bare is None else f"{r.vs_bare:.2f}x",
+              "" if r.flop_bound_qps is None else f"{r.flop_bound_qps:.0f}",
+              "" if r.flop_bound_qps is None else f"{r.qps / r.flop_bound_qps:.2f}",
+              f"{r.p50_ms:.2f}",
               f"{r.p99_ms:.2f}", f"{r.recall_at_10:.3f}", f"{r.dup_recall_at_1:.3f}",
               f"{r.index_mb:.0f}",
               "" if r.shard_ratio_qps is None else f"{r.shard_ratio_qps:.2f}x"] for r in rows])

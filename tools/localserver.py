@@ -126,3 +126,20 @@ class ServerProcess:
 def metadata(role: str | None) -> tuple:
     """gRPC metadata carrying ``role``'s token (empty for None)."""
     return (("authorization", f"Bearer {TOKENS[role]}"),) if role else ()
+
+
+def with_retries(call, attempts: int = 60, max_sleep_s: float = 5.0):
+    """``call()``, retried while the service sheds load (Overloaded), sleeping for its retry
+    hint (or a growing pause without one): a benchmark client keeps several calls in flight
+    and must back off like any well-behaved caller."""
+    from dedup.errors import Overloaded
+
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Overloaded as e:
+            if attempt == attempts - 1:
+                raise
+            hint = e.retry_after_s if e.retry_after_s else 0.05 * (attempt + 1)
+            time.sleep(min(max_sleep_s, max(0.01, hint)))
+

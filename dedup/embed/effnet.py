@@ -146,6 +146,80 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self.features(x).mean((2, 3)))
 
 
+class _FoldedConv(nn.Module):
+    """A ``_SameConv`` and the BatchNorm after it folded into one biased convolution (inference
+    only), with ReLU6 applied in place when the layer has one.
+
+    Folding is exact up to float rounding (w' = w * g / sqrt(var + eps), b' = beta - mean * g /
+    sqrt(var + eps)). TF-SAME padding is computed per input size as before; where it is the same
+    on both sides (every stride-1 layer) the convolution pads by itself instead of copying the
+    input into a padded tensor first.
+    """
+
+    def __init__(self, conv: _SameConv, bn: nn.BatchNorm2d, relu6: bool):
+        super().__init__()
+        dtype = conv.weight.dtype  # folded in float32 whatever the network's dtype
+        scale = bn.weight.float() / torch.sqrt(bn.running_var.float() + bn.eps)
+        weight = (conv.weight.float() * scale.reshape(-1, 1, 1, 1)).to(dtype)
+        bias = (bn.bias.float() - bn.running_mean.float() * scale).to(dtype)
+        self.register_buffer("weight", weight.contiguous(memory_format=torch.channels_last))
+        self.register_buffer("bias", bias.contiguous())
+        self.kernel_size, self.stride, self.groups = conv.kernel_size, conv.stride, conv.groups
+        self.relu6 = relu6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if ph % 2 == 0 and pw % 2 == 0:
+            padding = (ph // 2, pw // 2)
+        else:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+            padding = (0, 0)
+        y = F.conv2d(x, self.weight, self.bias, self.stride, padding, 1, self.groups)
+        return y.clamp_(0.0, 6.0) if self.relu6 else y
+
+
+class FoldedLite0(nn.Module):
+    """Inference-only copy of ``EfficientNetLite0.features`` with every BatchNorm folded into its
+    convolution: the same function within float rounding, about 2x faster on a CPU (eager
+    BatchNorm, ReLU6 and padding copies cost as much as the convolutions themselves).
+    """
+
+    def __init__(self, net: EfficientNetLite0):
+        super().__init__()
+        self.stem = _FoldedConv(net._conv_stem, net._bn0, True)
+        blocks, skips = [], []
+        for b in net._blocks:
+            layers = [_FoldedConv(b._expand_conv, b._bn0, True)] if b.has_expand else []
+            layers += [_FoldedConv(b._depthwise_conv, b._bn1, True),
+                       _FoldedConv(b._project_conv, b._bn2, False)]
+            blocks.append(nn.Sequential(*layers))
+            skips.append(b.has_skip)
+        self.blocks = nn.ModuleList(blocks)
+        self.skips = tuple(skips)
+        self.head = _FoldedConv(net._conv_head, net._bn1, True)
+        self.eval()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, 1280, h/32, w/32), as ``EfficientNetLite0.features``."""
+        x = self.stem(x)
+        for block, skip in zip(self.blocks, self.skips):
+            y = block(x)
+            x = y.add_(x) if skip else y
+        return self.head(x)
+
+    forward = features
+
+
+@torch.no_grad()
+def fold(net: EfficientNetLite0) -> FoldedLite0:
+    """An inference-only, BatchNorm-folded copy of ``net``'s feature extractor, on ``net``'s
+    device and in its dtype; folding uses the running statistics (eval-mode BatchNorm)."""
+    return FoldedLite0(net)
+
+
 def load_network(path: str | Path | None = None) -> EfficientNetLite0:
     """The network with the packaged weights loaded under strict key checking, in eval mode."""
     net = EfficientNetLite0()
@@ -232,8 +306,10 @@ class EffnetLite0Embedder:
         path = str(weights or weights_path())
         # channels_last: 2-3x faster depthwise convolutions on CPU (oneDNN), native on GPU
         self.net = load_network(path).to(self.device, memory_format=torch.channels_last)
+        # What embedding runs: BatchNorm folded in float32, then cast (see FoldedLite0).
+        self.folded = fold(self.net)
         if self._half:
-            self.net = self.net.half()
+            self.net, self.folded = self.net.half(), self.folded.half()
         self.model_id = f"{SPACE}@{self._digest(path)}"
 
     def _digest(self, weights: str) -> str:
@@ -259,7 +335,7 @@ class EffnetLite0Embedder:
                 # the same for an image and its mirror.
                 x = torch.cat([x, x.flip(3)])
             x = x.contiguous(memory_format=torch.channels_last)
-            f = pool(self.net.features(x), self.pooling, self.gem_p)
+            f = pool(self.folded.features(x), self.pooling, self.gem_p)
             if self.mirror:
                 f = 0.5 * (f[: len(chunk)] + f[len(chunk) :])
             out[start : start + len(chunk)] = f.cpu().numpy()

@@ -29,7 +29,7 @@ from dedup.index.sharded import ShardedIndex, resolve_factory, trained_index
 from dedup.index.snapshot import (Manifest, current_version, list_snapshots, load_snapshot,
                                   mark_serving, prune_snapshots, publish_snapshot)
 from dedup.store import SeedStore
-from dedup.types import OpEntry, OpKind
+from dedup.types import SPACE_OPS, OpEntry, OpKind
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ class IndexSet:
         """Top-k hits of every embedded row in every space, grouped by prepared row."""
         hits: list[list[Hit]] = [[] for _ in range(n_rows)]
         for name, rows in embedded.rows.items():
+            if name not in self.indexes:  # a space added or retired while the item embedded
+                continue
             scores, ids = self.indexes[name].search(embedded.vectors[name], k)
             for r, row in enumerate(rows):
                 hits[row].extend((name, int(i), float(s)) for s, i in zip(scores[r], ids[r])
@@ -143,6 +145,7 @@ class LiveIndex:
         with live._write:
             indexes, covered = live._load()
             live._replay(indexes.indexes, covered)
+            live._heal(indexes)
             live._install(indexes)
         live._log_state("opened")
         live.prune()  # leftovers of killed publishes and builds, and snapshots past retention
@@ -178,10 +181,15 @@ class LiveIndex:
             if len(ids):
                 self._apply(name, lambda index: index.add(ids, vecs))
 
+    def put(self, name: str, ids: np.ndarray, vecs: np.ndarray) -> None:
+        """Apply committed vectors of one space that may replace ones it holds (a re-embed)."""
+        if len(ids):
+            self._apply(name, lambda index: (index.remove(ids), index.add(ids, vecs)))
+
     def removed(self, ids: np.ndarray) -> None:
         """Apply committed removals to every space; repair a space whose update fails."""
         if len(ids):
-            for name in self.spaces:
+            for name in list(self._current.indexes):
                 self._apply(name, lambda index: index.remove(ids))
 
     def _apply(self, name: str, update) -> None:
@@ -201,6 +209,29 @@ class LiveIndex:
                 indexes[name], notes[name] = self._build_from_store(name)
             self._install(IndexSet(indexes, current.manifest, notes, self._holders))
 
+    def add_space(self, space: Space) -> None:
+        """Serve one more space (a shadow space registered at run time): its index is built
+        from the vectors LMDB holds, then swapped in with the rest of the set. Call it holding
+        ``writing()`` after the store knows the space, so no add falls between the two."""
+        with self._write:
+            current = self._current
+            self.spaces = {**self.spaces, space.name: space}
+            indexes, notes = dict(current.indexes), dict(current.notes)
+            old = indexes.get(space.name)
+            indexes[space.name], notes[space.name] = self._build_from_store(space.name)
+            self._install(IndexSet(indexes, current.manifest, notes, self._holders))
+            if old is not None:
+                log.info("space %s rebuilt from the store", space.name)
+
+    def drop_space(self, name: str) -> None:
+        """Stop serving a space (retired); its index closes once no lookup uses it."""
+        with self._write:
+            current = self._current
+            self.spaces = {n: s for n, s in self.spaces.items() if n != name}
+            indexes = {n: i for n, i in current.indexes.items() if n != name}
+            notes = {n: t for n, t in current.notes.items() if n != name}
+            self._install(IndexSet(indexes, current.manifest, notes, self._holders))
+
     # ------------------------------------------------------------------ snapshots
     def reload(self) -> str:
         """Swap in the newest intact snapshot without downtime; no write is lost."""
@@ -210,6 +241,7 @@ class LiveIndex:
             with self._write:
                 # Writes that landed while it loaded: replay them too, then swap.
                 self._replay(fresh.indexes, covered)
+                self._heal(fresh)
                 self._install(fresh)
         except BaseException:
             fresh.close()
@@ -336,7 +368,8 @@ class LiveIndex:
     def _replay(self, indexes: Mapping[str, ShardedIndex], after: int) -> int:
         """Apply op-log entries after seq ``after`` to ``indexes``; returns the last seq seen."""
         ops: list[OpEntry] = list(self.store.ops_after(after))
-        touched = sorted({op.seed_id for op in ops if op.kind != OpKind.RELABEL})
+        touched = sorted({op.seed_id for op in ops
+                          if op.kind != OpKind.RELABEL and op.kind not in SPACE_OPS})
         if touched:
             ids = np.asarray(touched, dtype=np.int64)
             for name, index in indexes.items():
@@ -346,6 +379,20 @@ class LiveIndex:
                 if len(present):
                     index.add(present, vecs)
         return ops[-1].seq if ops else after
+
+    def _heal(self, fresh: IndexSet) -> None:
+        """Rebuild from LMDB any space whose index does not hold exactly the vectors LMDB
+        holds: vectors a re-embed wrote are not in the op log (millions of entries for one
+        run), so a snapshot taken before they landed cannot replay them."""
+        counts = {name: info["count"] for name, info in self.store.spaces().items()}
+        for name, index in list(fresh.indexes.items()):
+            if name in counts and index.ntotal != counts[name]:
+                log.warning("%s: index holds %d vectors, the store %d; rebuilding it from the "
+                            "store", name, index.ntotal, counts[name])
+                rebuilt, fresh.notes[name] = self._build_from_store(name)
+                fresh._holders.drop([index])
+                fresh._holders.hold([rebuilt])
+                fresh.indexes[name] = rebuilt
 
     def _log_state(self, what: str) -> None:
         current = self._current

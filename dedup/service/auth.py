@@ -2,7 +2,8 @@
 
 reader: Lookup, BatchLookup, GetSeed, ListSeeds, Stats, WhoAmI; analyst: + seed writes, the
 audit trail (GetSeedHistory, ListOps) and seed content (GetSeedContent); admin: + Reload,
-PublishSnapshot. Health and reflection need no token, so stock tools work with none. The name is
+PublishSnapshot and changing the model (AddShadowSpace, WriteEmbeddings, PromoteSpace,
+RollbackSpace, RetireSpace). Health and reflection need no token, so stock tools work with none. The name is
 what the op log records as the actor of a write (never the token).
 """
 
@@ -28,7 +29,9 @@ METHOD_ROLES: dict[str, str] = {
                                        "WhoAmI")},
     **{SERVICE + m: "analyst" for m in ("AddSeeds", "RemoveSeeds", "RelabelSeed", "RestoreSeed",
                                         "GetSeedHistory", "ListOps", "GetSeedContent")},
-    **{SERVICE + m: "admin" for m in ("Reload", "PublishSnapshot")},
+    **{SERVICE + m: "admin" for m in ("Reload", "PublishSnapshot", "AddShadowSpace",
+                                      "WriteEmbeddings", "PromoteSpace", "RollbackSpace",
+                                      "RetireSpace")},
 }
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",

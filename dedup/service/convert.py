@@ -3,13 +3,15 @@ typed errors <-> gRPC status codes."""
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import grpc
+import numpy as np
 
 from dedup import errors
-from dedup.config import Limits
+from dedup.config import Limits, SpaceConfig
 from dedup.errors import (DedupError, InvalidArgument, InvalidItem, LimitExceeded, ModelMismatch,
                           NotFound, Overloaded, PermissionDenied, SnapshotError, StorageFull,
                           StoreError,
@@ -17,6 +19,7 @@ from dedup.errors import (DedupError, InvalidArgument, InvalidItem, LimitExceede
 from dedup.types import (AddResult, EngineStats, Item, Label, LookupParams, LookupResult,
                          Neighbor, OpEntry, OpFilter, OpKind, QueryHash, RemoveResult,
                          RemoveStatus, Seed, SeedContent, SeedFilter, Verdict)
+from dedup.shadow import ShadowTally
 from dedup.v1 import dedup_pb2 as pb
 
 DEFAULT_TOP_K = 10
@@ -324,14 +327,16 @@ def op_to_proto(op: OpEntry) -> pb.OpEntry:
     return pb.OpEntry(seq=op.seq, kind=int(op.kind), seed_id=op.seed_id, ts=op.ts,
                       labels=[label_to_proto(x) for x in op.labels], actor=op.actor,
                       reason=op.reason,
-                      previous_labels=[label_to_proto(x) for x in op.previous_labels])
+                      previous_labels=[label_to_proto(x) for x in op.previous_labels],
+                      space=op.space, replaces=op.replaces)
 
 
 def op_from_proto(msg: pb.OpEntry) -> OpEntry:
     return OpEntry(seq=msg.seq, kind=OpKind(msg.kind), seed_id=msg.seed_id, ts=msg.ts,
                    labels=tuple(label_from_proto(x) for x in msg.labels), actor=msg.actor,
                    reason=msg.reason,
-                   previous_labels=tuple(label_from_proto(x) for x in msg.previous_labels))
+                   previous_labels=tuple(label_from_proto(x) for x in msg.previous_labels),
+                   space=msg.space, replaces=msg.replaces)
 
 
 def content_to_proto(c: SeedContent) -> pb.GetSeedContentResponse:
@@ -370,14 +375,19 @@ def seed_from_proto(msg: pb.Seed) -> Seed:
 _LIMIT_FIELDS = tuple(f.name for f in pb.ServerLimits.DESCRIPTOR.fields)
 
 
-def stats_to_proto(stats: EngineStats, limits: Limits | None = None) -> pb.StatsResponse:
+def stats_to_proto(stats: EngineStats, limits: Limits | None = None,
+                   shadow: ShadowTally | None = None) -> pb.StatsResponse:
+    outcomes = shadow.counts() if shadow is not None else {}
+    new_seeds = shadow.new_seeds() if shadow is not None else {}
     return pb.StatsResponse(
         limits=pb.ServerLimits(**{f: getattr(limits, f) for f in _LIMIT_FIELDS})
         if limits is not None else None,
         seeds_active=stats.seeds_active, seeds_removed=stats.seeds_removed,
         labels={k: int(v) for k, v in stats.labels.items()},
         spaces=[pb.SpaceStats(space=name, model_id=s.model_id, ntotal=int(s.ntotal),
-                              threshold=float(s.threshold))
+                              threshold=float(s.threshold), role=s.role,
+                              shadow_outcomes=outcomes.get(name, {}),
+                              shadow_new_seeds=new_seeds.get(name, 0))
                 for name, s in stats.spaces.items()],
         op_seq=max(int(stats.op_seq), 0), snapshot_version=stats.snapshot_version,
     )
@@ -388,8 +398,59 @@ def stats_from_proto(msg: pb.StatsResponse) -> dict:
     return {
         "seeds_active": msg.seeds_active, "seeds_removed": msg.seeds_removed,
         "labels": dict(msg.labels), "op_seq": msg.op_seq, "snapshot_version": msg.snapshot_version,
-        "spaces": {s.space: {"model_id": s.model_id, "ntotal": s.ntotal, "threshold": s.threshold}
+        "spaces": {s.space: {"model_id": s.model_id, "ntotal": s.ntotal, "threshold": s.threshold,
+                             "role": s.role or "live",
+                             **({"shadow_outcomes": dict(s.shadow_outcomes),
+                                 "shadow_new_seeds": s.shadow_new_seeds}
+                                if s.shadow_outcomes else {})}
                    for s in msg.spaces},
         "limits": {f: getattr(msg.limits, f) for f in _LIMIT_FIELDS}
         if msg.HasField("limits") else {},
     }
+
+
+# ------------------------------------------------------------------ changing the model
+def shadow_space_config(request: pb.AddShadowSpaceRequest, config) -> SpaceConfig:
+    """The new space's config: the service config's entry for that model when it has one,
+    with the request's replaces / threshold on top."""
+    if not request.model:
+        raise InvalidArgument("model is required")
+    name = request.model.split("@", 1)[0]
+    base = config.spaces.get(name) or SpaceConfig(model=request.model)
+    update = {"model": request.model}
+    if request.replaces:
+        update["replaces"] = request.replaces
+    if request.HasField("threshold"):
+        update["threshold"] = float(request.threshold)
+    return base.model_copy(update=update)
+
+
+def embeddings_to_proto(space: str, model_id: str, ids, vectors, progress: Mapping | None,
+                        ) -> pb.WriteEmbeddingsRequest:
+    """Vectors as one row-major little-endian buffer (float32, or packed bits)."""
+    arr = np.asarray(vectors)
+    arr = arr.astype("<f4" if arr.dtype.kind == "f" else "u1", copy=False)
+    return pb.WriteEmbeddingsRequest(
+        space=space, model_id=model_id, seed_ids=[int(i) for i in ids],
+        vectors=np.ascontiguousarray(arr).tobytes(),
+        progress_json=json.dumps(dict(progress)) if progress is not None else "")
+
+
+def embeddings_from_proto(msg: pb.WriteEmbeddingsRequest, dtype: str, width: int,
+                          ) -> tuple[np.ndarray, np.ndarray, dict | None]:
+    """(ids, vectors, progress) of a WriteEmbeddings request; InvalidArgument when the buffer
+    does not hold one row of ``width`` per id."""
+    item = 1 if dtype == "uint8" else 4
+    n = len(msg.seed_ids)
+    if len(msg.vectors) != n * width * item:
+        raise InvalidArgument(f"{len(msg.vectors)} vector bytes for {n} ids of {width} "
+                              f"{dtype} each")
+    vecs = np.frombuffer(msg.vectors, dtype="u1" if dtype == "uint8" else "<f4")
+    vecs = vecs.reshape(n, width).astype(np.uint8 if dtype == "uint8" else np.float32)
+    try:
+        progress = json.loads(msg.progress_json) if msg.progress_json else None
+    except json.JSONDecodeError as e:
+        raise InvalidArgument(f"progress_json is not JSON: {e}") from e
+    if progress is not None and not isinstance(progress, dict):
+        raise InvalidArgument("progress_json must be a JSON object")
+    return np.asarray(msg.seed_ids, dtype=np.int64), vecs, progress

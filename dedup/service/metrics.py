@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Callable
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
 if TYPE_CHECKING:
+    from dedup.shadow import ShadowTally
     from dedup.types import EngineStats
 
 log = logging.getLogger("dedup.rpc")
@@ -62,6 +63,10 @@ class Metrics:
     def watch_engine(self, stats: Callable[[], "EngineStats"]) -> None:
         """Export index sizes and seed counts, read from ``stats()`` at scrape time."""
         self.registry.register(_EngineCollector(stats))
+
+    def watch_shadow(self, tally: "ShadowTally") -> None:
+        """Export shadow spaces' comparison with the live verdicts, read at scrape time."""
+        self.registry.register(_ShadowCollector(tally))
 
     def serve_http(self, host: str, port: int, cert_file: str | None = None,
                    key_file: str | None = None,
@@ -126,15 +131,38 @@ class _EngineCollector:
         except Exception:  # engine not loaded yet or closing: export nothing rather than fail
             return
         ntotal = GaugeMetricFamily("dedup_index_vectors", "vectors in the live index", labels=["space"])
+        role = GaugeMetricFamily("dedup_space_role", "1 per space and its role (live, shadow)",
+                                 labels=["space", "role"])
         for name, sp in s.spaces.items():
             ntotal.add_metric([name], sp.ntotal)
+            role.add_metric([name, sp.role], 1)
         yield ntotal
+        yield role
         seeds = GaugeMetricFamily("dedup_seeds", "seeds in the store", labels=["state"])
         seeds.add_metric(["active"], s.seeds_active)
         seeds.add_metric(["removed"], s.seeds_removed)
         yield seeds
         yield GaugeMetricFamily("dedup_op_seq", "op-log position of the live state",
                                 value=max(s.op_seq, 0))
+
+
+class _ShadowCollector:
+    def __init__(self, tally: "ShadowTally"):
+        self._tally = tally
+
+    def collect(self):
+        lookups = CounterMetricFamily(
+            "dedup_shadow_lookups", "lookups by how a shadow space's verdict compared with the "
+            "live one", labels=["space", "outcome"])
+        for space, outcomes in sorted(self._tally.counts().items()):
+            for outcome, n in outcomes.items():
+                lookups.add_metric([space, outcome], n)
+        yield lookups
+        new = CounterMetricFamily("dedup_shadow_new_seeds",
+                                  "seeds a shadow space matched that no live verdict matched", labels=["space"])
+        for space, n in sorted(self._tally.new_seeds().items()):
+            new.add_metric([space], n)
+        yield new
 
 
 class JsonFormatter(logging.Formatter):

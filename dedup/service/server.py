@@ -268,6 +268,7 @@ class DedupServer:
             log.exception("engine failed to load")
             raise
         self.metrics.watch_engine(self.engine.stats)
+        self.metrics.watch_shadow(self.engine.shadow)
         self.servicer.attach(self.engine)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self.ready.set()

@@ -19,7 +19,7 @@ from concurrent.futures import Executor
 
 import grpc
 
-from dedup.errors import DedupError, Overloaded
+from dedup.errors import DedupError, NotFound, Overloaded
 from dedup.items import Prepared
 from dedup.service import convert
 from dedup.service.auth import current_principal
@@ -267,7 +267,8 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
 
     @_rpc
     async def Stats(self, request: pb.StatsRequest, context) -> pb.StatsResponse:
-        return convert.stats_to_proto(await self._call(self.engine.stats), self.limits)
+        return convert.stats_to_proto(await self._call(self.engine.stats), self.limits,
+                                      self.engine.shadow)
 
     # ------------------------------------------------------------------ admin
     @_rpc
@@ -279,3 +280,49 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
         return pb.PublishSnapshotResponse(
             snapshot_version=await self._call(self.engine.publish_snapshot))
 
+
+    # ------------------------------------------------------------------ changing the model
+    # Admin only (auth.py); each change is one LMDB transaction with its op-log entry.
+    @_rpc
+    async def AddShadowSpace(self, request: pb.AddShadowSpaceRequest, context,
+                             ) -> pb.AddShadowSpaceResponse:
+        sc = convert.shadow_space_config(request, self.engine.config)
+        space = await self._call(self.engine.add_shadow_space, sc, actor=_actor(),
+                                 reason=request.reason)
+        return pb.AddShadowSpaceResponse(space=space.name, model_id=space.model_id,
+                                         dim=space.dim, dtype=space.dtype)
+
+    @_rpc
+    async def WriteEmbeddings(self, request: pb.WriteEmbeddingsRequest, context,
+                              ) -> pb.WriteEmbeddingsResponse:
+        space = self.engine.spaces.get(request.space)
+        if space is None:
+            raise NotFound(f"space {request.space!r} is not served")
+        width = space.dim // 8 if space.dtype == "uint8" else space.dim
+        ids, vecs, progress = convert.embeddings_from_proto(request, space.dtype, width)
+        written = await self._call(self.engine.write_embeddings, request.space,
+                                   request.model_id, ids, vecs,
+                                   (request.space, progress) if progress is not None else None)
+        return pb.WriteEmbeddingsResponse(written=written)
+
+    @_rpc
+    async def PromoteSpace(self, request: pb.PromoteSpaceRequest, context,
+                           ) -> pb.PromoteSpaceResponse:
+        replaced = await self._call(self.engine.promote, request.space,
+                                    replaces=request.replaces or None, actor=_actor(),
+                                    reason=request.reason)
+        return pb.PromoteSpaceResponse(replaced=replaced or "")
+
+    @_rpc
+    async def RollbackSpace(self, request: pb.RollbackSpaceRequest, context,
+                            ) -> pb.RollbackSpaceResponse:
+        live = await self._call(self.engine.rollback, request.space or None, actor=_actor(),
+                                reason=request.reason)
+        return pb.RollbackSpaceResponse(live_space=live)
+
+    @_rpc
+    async def RetireSpace(self, request: pb.RetireSpaceRequest, context,
+                          ) -> pb.RetireSpaceResponse:
+        await self._call(self.engine.retire, request.space, actor=_actor(),
+                         reason=request.reason)
+        return pb.RetireSpaceResponse()

@@ -21,6 +21,10 @@ class OpKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OP_KIND_REMOVE: _ClassVar[OpKind]
     OP_KIND_RELABEL: _ClassVar[OpKind]
     OP_KIND_RESTORE: _ClassVar[OpKind]
+    OP_KIND_SHADOW: _ClassVar[OpKind]
+    OP_KIND_PROMOTE: _ClassVar[OpKind]
+    OP_KIND_ROLLBACK: _ClassVar[OpKind]
+    OP_KIND_RETIRE: _ClassVar[OpKind]
 REMOVE_STATUS_UNSPECIFIED: RemoveStatus
 REMOVE_STATUS_REMOVED: RemoveStatus
 REMOVE_STATUS_ALREADY_REMOVED: RemoveStatus
@@ -30,6 +34,10 @@ OP_KIND_ADD: OpKind
 OP_KIND_REMOVE: OpKind
 OP_KIND_RELABEL: OpKind
 OP_KIND_RESTORE: OpKind
+OP_KIND_SHADOW: OpKind
+OP_KIND_PROMOTE: OpKind
+OP_KIND_ROLLBACK: OpKind
+OP_KIND_RETIRE: OpKind
 
 class Item(_message.Message):
     __slots__ = ("image", "text", "pdq")
@@ -314,16 +322,29 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SpaceStats(_message.Message):
-    __slots__ = ("space", "model_id", "ntotal", "threshold")
+    __slots__ = ("space", "model_id", "ntotal", "threshold", "role", "shadow_outcomes", "shadow_new_seeds")
+    class ShadowOutcomesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     SPACE_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     NTOTAL_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_NEW_SEEDS_FIELD_NUMBER: _ClassVar[int]
     space: str
     model_id: str
     ntotal: int
     threshold: float
-    def __init__(self, space: _Optional[str] = ..., model_id: _Optional[str] = ..., ntotal: _Optional[int] = ..., threshold: _Optional[float] = ...) -> None: ...
+    role: str
+    shadow_outcomes: _containers.ScalarMap[str, int]
+    shadow_new_seeds: int
+    def __init__(self, space: _Optional[str] = ..., model_id: _Optional[str] = ..., ntotal: _Optional[int] = ..., threshold: _Optional[float] = ..., role: _Optional[str] = ..., shadow_outcomes: _Optional[_Mapping[str, int]] = ..., shadow_new_seeds: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("seeds_active", "seeds_removed", "labels", "spaces", "op_seq", "snapshot_version", "limits")
@@ -409,7 +430,7 @@ class RestoreSeedResponse(_message.Message):
     def __init__(self, seed: _Optional[_Union[Seed, _Mapping]] = ..., restored: _Optional[bool] = ...) -> None: ...
 
 class OpEntry(_message.Message):
-    __slots__ = ("seq", "kind", "seed_id", "ts", "labels", "actor", "reason", "previous_labels")
+    __slots__ = ("seq", "kind", "seed_id", "ts", "labels", "actor", "reason", "previous_labels", "space", "replaces")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SEED_ID_FIELD_NUMBER: _ClassVar[int]
@@ -418,6 +439,8 @@ class OpEntry(_message.Message):
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_LABELS_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    REPLACES_FIELD_NUMBER: _ClassVar[int]
     seq: int
     kind: OpKind
     seed_id: int
@@ -426,7 +449,9 @@ class OpEntry(_message.Message):
     actor: str
     reason: str
     previous_labels: _containers.RepeatedCompositeFieldContainer[Label]
-    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[_Union[OpKind, str]] = ..., seed_id: _Optional[int] = ..., ts: _Optional[float] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., previous_labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+    space: str
+    replaces: str
+    def __init__(self, seq: _Optional[int] = ..., kind: _Optional[_Union[OpKind, str]] = ..., seed_id: _Optional[int] = ..., ts: _Optional[float] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., actor: _Optional[str] = ..., reason: _Optional[str] = ..., previous_labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., space: _Optional[str] = ..., replaces: _Optional[str] = ...) -> None: ...
 
 class GetSeedHistoryRequest(_message.Message):
     __slots__ = ("seed_id",)
@@ -497,3 +522,89 @@ class WhoAmIResponse(_message.Message):
     name: str
     role: str
     def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
+class AddShadowSpaceRequest(_message.Message):
+    __slots__ = ("model", "replaces", "threshold", "reason")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REPLACES_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    replaces: str
+    threshold: float
+    reason: str
+    def __init__(self, model: _Optional[str] = ..., replaces: _Optional[str] = ..., threshold: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AddShadowSpaceResponse(_message.Message):
+    __slots__ = ("space", "model_id", "dim", "dtype")
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    space: str
+    model_id: str
+    dim: int
+    dtype: str
+    def __init__(self, space: _Optional[str] = ..., model_id: _Optional[str] = ..., dim: _Optional[int] = ..., dtype: _Optional[str] = ...) -> None: ...
+
+class WriteEmbeddingsRequest(_message.Message):
+    __slots__ = ("space", "model_id", "seed_ids", "vectors", "progress_json")
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SEED_IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_JSON_FIELD_NUMBER: _ClassVar[int]
+    space: str
+    model_id: str
+    seed_ids: _containers.RepeatedScalarFieldContainer[int]
+    vectors: bytes
+    progress_json: str
+    def __init__(self, space: _Optional[str] = ..., model_id: _Optional[str] = ..., seed_ids: _Optional[_Iterable[int]] = ..., vectors: _Optional[bytes] = ..., progress_json: _Optional[str] = ...) -> None: ...
+
+class WriteEmbeddingsResponse(_message.Message):
+    __slots__ = ("written",)
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    written: int
+    def __init__(self, written: _Optional[int] = ...) -> None: ...
+
+class PromoteSpaceRequest(_message.Message):
+    __slots__ = ("space", "replaces", "reason")
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    REPLACES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    space: str
+    replaces: str
+    reason: str
+    def __init__(self, space: _Optional[str] = ..., replaces: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PromoteSpaceResponse(_message.Message):
+    __slots__ = ("replaced",)
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    replaced: str
+    def __init__(self, replaced: _Optional[str] = ...) -> None: ...
+
+class RollbackSpaceRequest(_message.Message):
+    __slots__ = ("space", "reason")
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    space: str
+    reason: str
+    def __init__(self, space: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RollbackSpaceResponse(_message.Message):
+    __slots__ = ("live_space",)
+    LIVE_SPACE_FIELD_NUMBER: _ClassVar[int]
+    live_space: str
+    def __init__(self, live_space: _Optional[str] = ...) -> None: ...
+
+class RetireSpaceRequest(_message.Message):
+    __slots__ = ("space", "reason")
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    space: str
+    reason: str
+    def __init__(self, space: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RetireSpaceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -109,6 +109,31 @@ class DedupStub:
                 request_serializer=dedup_dot_v1_dot_dedup__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=dedup_dot_v1_dot_dedup__pb2.WhoAmIResponse.FromString,
                 _registered_method=True)
+        self.AddShadowSpace = channel.unary_unary(
+                '/dedup.v1.Dedup/AddShadowSpace',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.AddShadowSpaceRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.AddShadowSpaceResponse.FromString,
+                _registered_method=True)
+        self.WriteEmbeddings = channel.unary_unary(
+                '/dedup.v1.Dedup/WriteEmbeddings',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.WriteEmbeddingsRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.WriteEmbeddingsResponse.FromString,
+                _registered_method=True)
+        self.PromoteSpace = channel.unary_unary(
+                '/dedup.v1.Dedup/PromoteSpace',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.PromoteSpaceRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.PromoteSpaceResponse.FromString,
+                _registered_method=True)
+        self.RollbackSpace = channel.unary_unary(
+                '/dedup.v1.Dedup/RollbackSpace',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.RollbackSpaceRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.RollbackSpaceResponse.FromString,
+                _registered_method=True)
+        self.RetireSpace = channel.unary_unary(
+                '/dedup.v1.Dedup/RetireSpace',
+                request_serializer=dedup_dot_v1_dot_dedup__pb2.RetireSpaceRequest.SerializeToString,
+                response_deserializer=dedup_dot_v1_dot_dedup__pb2.RetireSpaceResponse.FromString,
+                _registered_method=True)
 
 
 class DedupServicer:
@@ -220,6 +245,45 @@ class DedupServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddShadowSpace(self, request, context):
+        """Admin, changing the model: serve a new model's space in shadow (searched on every lookup,
+        its matches counted in metrics and logs, never in a verdict); seeds added from now on are
+        embedded in it too. Adding the same model again is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteEmbeddings(self, request, context):
+        """Admin: store and index vectors a re-embed computed (dedup-build reembed --server); seeds
+        removed meanwhile get none. The service is the store's one writer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteSpace(self, request, context):
+        """Admin: a shadow space decides verdicts from now on; the space it replaces stays in shadow
+        for a rollback. Refused while a seed it can embed has no vector in it. Audited (op log).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackSpace(self, request, context):
+        """Admin: undo a promotion: the replaced space is live again, the promoted one in shadow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireSpace(self, request, context):
+        """Admin: stop serving a shadow space and drop its vectors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DedupServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -297,6 +361,31 @@ def add_DedupServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=dedup_dot_v1_dot_dedup__pb2.WhoAmIRequest.FromString,
                     response_serializer=dedup_dot_v1_dot_dedup__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'AddShadowSpace': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddShadowSpace,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.AddShadowSpaceRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.AddShadowSpaceResponse.SerializeToString,
+            ),
+            'WriteEmbeddings': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteEmbeddings,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.WriteEmbeddingsRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.WriteEmbeddingsResponse.SerializeToString,
+            ),
+            'PromoteSpace': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteSpace,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.PromoteSpaceRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.PromoteSpaceResponse.SerializeToString,
+            ),
+            'RollbackSpace': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackSpace,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.RollbackSpaceRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.RollbackSpaceResponse.SerializeToString,
+            ),
+            'RetireSpace': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireSpace,
+                    request_deserializer=dedup_dot_v1_dot_dedup__pb2.RetireSpaceRequest.FromString,
+                    response_serializer=dedup_dot_v1_dot_dedup__pb2.RetireSpaceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -704,6 +793,141 @@ class Dedup:
             '/dedup.v1.Dedup/WhoAmI',
             dedup_dot_v1_dot_dedup__pb2.WhoAmIRequest.SerializeToString,
             dedup_dot_v1_dot_dedup__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddShadowSpace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.v1.Dedup/AddShadowSpace',
+            dedup_dot_v1_dot_dedup__pb2.AddShadowSpaceRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.AddShadowSpaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.v1.Dedup/WriteEmbeddings',
+            dedup_dot_v1_dot_dedup__pb2.WriteEmbeddingsRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.WriteEmbeddingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteSpace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.v1.Dedup/PromoteSpace',
+            dedup_dot_v1_dot_dedup__pb2.PromoteSpaceRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.PromoteSpaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackSpace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.v1.Dedup/RollbackSpace',
+            dedup_dot_v1_dot_dedup__pb2.RollbackSpaceRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.RollbackSpaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireSpace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dedup.v1.Dedup/RetireSpace',
+            dedup_dot_v1_dot_dedup__pb2.RetireSpaceRequest.SerializeToString,
+            dedup_dot_v1_dot_dedup__pb2.RetireSpaceResponse.FromString,
             options,
             channel_credentials,
             insecure,

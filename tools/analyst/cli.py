@@ -189,6 +189,29 @@ def parser() -> argparse.ArgumentParser:
     cmd("whoami", "the name and role of your token")
     cmd("reload", "admin: swap in the newest published snapshot")
     cmd("publish", "admin: publish the live index as a snapshot")
+    cmd("shadow", "each space's role, and how shadow spaces' verdicts compare with the live ones")
+    pr = cmd("promote", "admin: a shadow space decides verdicts from now on (the one it "
+             "replaces stays in shadow for a rollback)")
+    pr.add_argument("space")
+    pr.add_argument("--replaces", help="the live space it replaces (default: as recorded)")
+    pr.add_argument("--reason", default="", help="why (kept in the op log)")
+    rb = cmd("rollback", "admin: undo a promotion (the replaced space is live again)")
+    rb.add_argument("space", nargs="?", help="the promoted space (default: the only one)")
+    rb.add_argument("--reason", default="")
+    rt = cmd("retire", "admin: stop serving a shadow space and drop its vectors")
+    rt.add_argument("space")
+    rt.add_argument("--reason", default="")
+
+    # Local to the service's machine (its data dir), safe beside the running service: LMDB
+    # copies in one read transaction. No token or server needed.
+    bk = sub.add_parser("backup", help="copy the store (compacted) and the serving snapshot "
+                        "into a new directory", parents=[common])
+    bk.add_argument("out", metavar="DIR", help="the backup directory to create")
+    bk.add_argument("--data-dir", default="./dedup-data", help="the service's data dir")
+    rs2 = sub.add_parser("restore-backup", help="copy a backup into a new, empty data dir",
+                         parents=[common])
+    rs2.add_argument("backup", metavar="DIR", help="a directory made by `dedup-admin backup`")
+    rs2.add_argument("--data-dir", required=True, help="the (new, empty) data dir")
     return p
 
 
@@ -399,11 +422,40 @@ def cmd_snapshot(args, client, out: Out) -> int:
     return EXIT_OK
 
 
+def cmd_shadow(args, client, out: Out) -> int:
+    spaces = client.stats()["spaces"]
+    rows = []
+    for name, sp in spaces.items():
+        o = sp.get("shadow_outcomes", {})
+        rows.append([name, sp["role"], sp["ntotal"], o.get("agree_match", "-"),
+                     o.get("agree_none", "-"), o.get("shadow_only", "-"),
+                     o.get("live_only", "-"), o.get("differ", "-"),
+                     sp.get("shadow_new_seeds", "-")])
+    out.result(render.table(rows, ("space", "role", "vectors", "agree_match", "agree_none",
+                                   "shadow_only", "live_only", "differ", "new_seeds")), spaces)
+    return EXIT_OK
+
+
+def cmd_space(args, client, out: Out) -> int:
+    if args.cmd == "promote":
+        replaced = client.promote_space(args.space, args.replaces, reason=args.reason)
+        out.result(f"{args.space} is live" + (f"; {replaced} in shadow" if replaced else ""),
+                   {"live": args.space, "shadow": replaced or None})
+    elif args.cmd == "rollback":
+        live = client.rollback_space(args.space, reason=args.reason)
+        out.result(f"{live} is live again", {"live": live})
+    else:
+        client.retire_space(args.space, reason=args.reason)
+        out.result(f"{args.space} retired", {"retired": args.space})
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable] = {
     "add": cmd_add, "lookup": cmd_lookup, "remove": cmd_remove, "relabel": cmd_relabel,
     "restore": cmd_restore, "history": cmd_history, "ops": cmd_ops, "content": cmd_content,
     "get": cmd_get, "list": cmd_list, "stats": cmd_stats, "whoami": cmd_whoami,
-    "reload": cmd_snapshot, "publish": cmd_snapshot,
+    "reload": cmd_snapshot, "publish": cmd_snapshot, "shadow": cmd_shadow,
+    "promote": cmd_space, "rollback": cmd_space, "retire": cmd_space,
 }
 
 
@@ -412,11 +464,28 @@ def run(args, client, write: Callable[[str], None] = print) -> int:
     return COMMANDS[args.cmd](args, client, Out(args.json, write))
 
 
+def _local_backup(args) -> int:
+    """``backup`` / ``restore-backup``: on the service's own data dir, no server involved."""
+    from dedup.backup import backup, restore
+
+    out = Out(args.json)
+    try:
+        info = (backup(args.data_dir, args.out) if args.cmd == "backup"
+                else restore(args.backup, args.data_dir))
+    except DedupError as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return exit_code(e)
+    out.result("\n".join(f"{k}: {v}" for k, v in info.items()), info)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``dedup-admin``."""
     from dedup.client import DedupClient
 
     args = parser().parse_args(argv)
+    if args.cmd in ("backup", "restore-backup"):
+        return _local_backup(args)
     try:
         with DedupClient(args.target, args.token, timeout=args.timeout, root_cert=args.tls_ca,
                          client_cert=args.tls_cert, client_key=args.tls_key) as client:

@@ -17,6 +17,15 @@ training-side or reserved package). ``build_picture_cache`` prepares them once, 
   (>= 0.9, the same artwork in another aspect ratio) duplicates of an earlier picture go
   (pictures taken in name order), then at most 80 pictures per family stay (evenly spread).
 
+``drop_near_duplicates`` then removes what those cheap checks miss: a picture whose unedited
+original shares a rigid structure with another's (frames of one animation, a building in two
+variants, neighbouring tiles of one texture) is content a bank would hold once. Candidates are
+every picture's 10 nearest neighbours by ImageNet EfficientNet-Lite0 cosine (not a space the
+benchmark ranks by default), confirmed by SIFT + RANSAC on the two *originals*
+(``NEAR_DUP_INLIERS``, well above the verification stage's floor of 12, so pairs with weaker
+shared structure stay in as hard negatives) or by a cosine of at least ``NEAR_DUP_COSINE``;
+of each connected group only the lowest pid stays. The result is cached beside the manifest.
+
 The cache (PNG files + ``manifest.json``) lives outside the repository, by default in
 ``$DEDUP_BENCH_CACHE`` or ``~/.cache/dedup-bench``. ``split_pictures`` then puts every *family*
 (one pip picture, or one directory of one package, with all its tiles) on one side: calibration
@@ -545,15 +554,79 @@ def split_pictures(pictures: list[Picture], n_seeds: int, seed: int = 0,
         {h: sorted(buckets[(h, "distractor")], key=lambda p: p.pid) for h in HALVES})
 
 
+NEAR_DUP_VERSION = "nd1"
+NEAR_DUP_K = 10
+NEAR_DUP_INLIERS = 25
+NEAR_DUP_COSINE = 0.95
+
+
+def near_duplicate_groups(pictures: list[Picture]) -> dict:
+    """Groups of pictures whose originals are near-duplicates of each other (see the module
+    docstring): {"drop": [pid, ...], "groups": [[pid, ...], ...], "pairs": n checked}."""
+    import cv2
+
+    from dedup.embed import create_embedder
+    from dedup.verify import geometric as G
+
+    cv2.setNumThreads(1)
+    images = [Image.open(p.path).convert("RGB") for p in pictures]
+    emb = create_embedder("image:effnet-lite0", device="cpu")
+    vecs = np.concatenate([emb.embed_images(images[i:i + 32]) for i in range(0, len(images), 32)])
+    sims = vecs @ vecs.T
+    np.fill_diagonal(sims, -1)
+    k = min(NEAR_DUP_K, len(pictures) - 1)
+    nn = np.argpartition(-sims, k, axis=1)[:, :k]
+    pairs = {(min(i, int(j)), max(i, int(j))) for i in range(len(pictures)) for j in nn[i]}
+    feats = [G.extract(im) for im in images]
+    parent = list(range(len(pictures)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in sorted(pairs):
+        dup = sims[i, j] >= NEAR_DUP_COSINE
+        if not dup:
+            dup = G.verify(feats[i], feats[j], G.mirror(feats[i])).inliers >= NEAR_DUP_INLIERS
+        if dup:
+            parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(pictures)):
+        groups.setdefault(root(i), []).append(pictures[i].pid)
+    multi = [sorted(g) for g in groups.values() if len(g) > 1]
+    return {"drop": sorted(pid for g in multi for pid in g[1:]), "groups": multi,
+            "pairs": len(pairs)}
+
+
+def drop_near_duplicates(pictures: list[Picture], cache_dir: Path) -> tuple[list[Picture], dict]:
+    """The pictures without near-duplicates of each other (computed once per cache)."""
+    key = json.loads((Path(cache_dir) / "manifest.json").read_text())["key"]
+    path = Path(cache_dir) / f"near_duplicates-{NEAR_DUP_VERSION}.json"
+    found = json.loads(path.read_text()) if path.is_file() else None
+    if found is None or found.get("key") != key:
+        found = {"key": key, "inliers": NEAR_DUP_INLIERS, "cosine": NEAR_DUP_COSINE,
+                 **near_duplicate_groups(pictures)}
+        path.write_text(json.dumps(found))
+    drop = set(found["drop"])
+    summary = {"dropped": len(drop), "groups": len(found["groups"]),
+               "pairs_checked": found["pairs"], "inliers": found["inliers"],
+               "cosine": found["cosine"]}
+    return [p for p in pictures if p.pid not in drop], summary
+
+
 def build_image_benchmark(n_seeds: int, seed: int = 0, cache_dir: Path | None = None,
                           packages=None, include_pip: bool = True, rebuild: bool = False,
                           n_distractors: int | None = None, progress=None) -> ImageBenchmark:
-    """The cached pictures (built when missing) split into halves and roles."""
+    """The cached pictures (built when missing), near-duplicates of each other dropped, split
+    into halves and roles."""
     cache_dir = Path(cache_dir or default_cache_dir())
     pictures = build_picture_cache(cache_dir, packages, include_pip, rebuild=rebuild,
                                    progress=progress)
+    pictures, near = drop_near_duplicates(pictures, cache_dir)
     bench = split_pictures(pictures, n_seeds, seed, n_distractors)
-    bench.cache = cache_summary(cache_dir)
+    bench.cache = {**cache_summary(cache_dir), "near_duplicates": near}
     return bench
 
 

@@ -19,12 +19,11 @@ Protocol (every figure comes from a real ``dedup serve`` on loopback):
    with confidence intervals, threshold-free recall at the target rate, and verdict false
    matches (a lookup whose verdict matched any label but its true seed's).
 
-The service returns one neighbour list merged over spaces and cut at ``top_k``; the request asks
-``top_k`` per space times the number of spaces. A space's entries in that list are a prefix of
-its own ranking, so its best score is exact whenever it appears; a score that is missing is
-below that space's lowest listed score (or the list's lowest when the space is absent). Such a
-score is *ambiguous* at a threshold only when that floor reaches the threshold; those are
-counted and reported (they should be 0).
+The service returns each space's ``top_k`` best neighbours (verified scores where the cascade
+re-scored them), so a space's best score is exact whenever it appears; a score that is missing
+is below that space's lowest listed score when the space listed ``top_k``. Such a score is
+*ambiguous* at a threshold only when that floor reaches the threshold; those are counted and
+reported (they should be 0).
 """
 
 from __future__ import annotations
@@ -46,6 +45,7 @@ from dedup.types import Item, Label
 from tools.eval import metrics
 from tools.eval.augment import EDIT_TYPES, LEVELS, Augmented, augment_image, query_rng
 from tools.eval.dataset import HALVES, ImageBenchmark, Picture
+from tools.localserver import with_retries
 
 LABEL_PREFIX = "bench.s"
 LOOKUP_TIMEOUT_S = 1800  # per BatchLookup of 64: generous, the machine may be shared
@@ -225,9 +225,9 @@ def space_kinds(spaces) -> dict[str, int | None]:
 def add_seeds(client, seeds: list[Picture], workers: int = 4) -> dict[int, int]:
     """Add every seed with its own label; returns service seed_id -> seed number."""
     def add(i: int):
-        (res,) = client.add_seeds([Item(image=seeds[i].data())],
-                                  [Label(f"{LABEL_PREFIX}{i:05d}")], source="dedup-eval",
-                                  timeout=600)
+        (res,) = with_retries(lambda: client.add_seeds(
+            [Item(image=seeds[i].data())], [Label(f"{LABEL_PREFIX}{i:05d}")],
+            source="dedup-eval", timeout=600))
         if isinstance(res, DedupError):
             raise res
         seed_id, created = res
@@ -256,17 +256,16 @@ def read_result(q: Query, aug: Augmented, res, id_to_seed: dict[int, int], space
         rec.error = f"{type(res).__name__}: {res}"
         return rec
     nbrs = res.neighbors
-    list_min = min((n.score for n in nbrs), default=-math.inf)
-    truncated = len(nbrs) >= top_k
     for space in spaces:
         mine = [n for n in nbrs if n.space == space]
         if mine:
             top = max(mine, key=lambda n: n.score)
             rec.best[space] = top.score
             rec.best_seed[space] = id_to_seed.get(top.seed_id, -2)
-            rec.floor[space] = min(n.score for n in mine)
+            # a seed not listed scores below the space's k-th (only if the space was cut)
+            rec.floor[space] = min(n.score for n in mine) if len(mine) >= top_k else -math.inf
         else:
-            rec.floor[space] = list_min if truncated else -math.inf
+            rec.floor[space] = -math.inf
         if q.truth >= 0:
             hit = [n.score for n in mine if id_to_seed.get(n.seed_id) == q.truth]
             if hit:
@@ -279,16 +278,10 @@ def read_result(q: Query, aug: Augmented, res, id_to_seed: dict[int, int], space
     return rec
 
 
-def _batch_lookup(client, items: list[Item], top_k: int, attempts: int = 3):
-    """BatchLookup, retried when the server sheds load or is starved past the deadline (a long
-    run on a shared machine)."""
-    for attempt in range(attempts):
-        try:
-            return client.batch_lookup(items, top_k=top_k, timeout=LOOKUP_TIMEOUT_S)
-        except Overloaded:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(5 * (attempt + 1))
+def _batch_lookup(client, items: list[Item], top_k: int):
+    """BatchLookup, retried (after the server's hint) while the server sheds load."""
+    return with_retries(lambda: client.batch_lookup(items, top_k=top_k,
+                                                    timeout=LOOKUP_TIMEOUT_S))
 
 
 def run_queries(client, queries: list[Query], pictures: dict[int, Picture],
@@ -296,7 +289,7 @@ def run_queries(client, queries: list[Query], pictures: dict[int, Picture],
                 in_flight: int = 3, on_chunk=None) -> tuple[list[Record], dict[str, float]]:
     """Make and send the queries in chunks, ``in_flight`` chunks at a time (one being made
     while others are searched), so neither this process nor the server waits on the other."""
-    top_k = s.top_k * len(spaces)
+    top_k = s.top_k  # per space
     chunks = [queries[i:i + s.batch] for i in range(0, len(queries), s.batch)]
 
     def one(chunk):

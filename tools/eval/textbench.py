@@ -52,11 +52,13 @@ from dedup.items import normalize_text
 from dedup.types import Item, Label
 from dedup.verify import text as vtext
 from tools.eval import metrics
+from tools.localserver import with_retries
 from tools.eval import textedits as te
 from tools.eval import textsources as ts
 
 SPACES = ("text:exact", "text:minhash", "text:minilm-l6")
 CONTAINMENT = vtext.SPACE
+CONTAINMENT_SHORTLISTS = ("text:minhash", "text:minilm-l6")  # the spaces containment re-scores
 EXACT_THRESHOLD = 1.0
 FMR_GRID = (0.0, 0.0001, 0.0002, 0.0003, 0.0005, 0.0007, 0.001)
 CORPUS_VERSION = 2
@@ -179,11 +181,18 @@ def build_bench(settings: TextBenchSettings, corpus: list[ts.SourceText]) -> Ben
 
 # -- the server ----------------------------------------------------------------------------------
 
-def config_text(thresholds: dict[str, float]) -> str:
-    """A server config enabling exactly these spaces at these thresholds."""
+def config_text(thresholds: dict[str, float], containment: float | None = None,
+                k: int = 10) -> str:
+    """A server config enabling exactly these spaces at these thresholds; with
+    ``containment``, the MinHash and MiniLM spaces verify their top ``k`` with the
+    containment verifier at that threshold (as the shipped config does)."""
     lines = []
     for name, thr in thresholds.items():
-        lines += [f'[spaces."{name}"]', f'model = "{name}"', f"threshold = {thr!r}", ""]
+        lines += [f'[spaces."{name}"]', f'model = "{name}"', f"threshold = {thr!r}"]
+        if containment is not None and name in CONTAINMENT_SHORTLISTS:
+            lines.append(f'verify = {{ method = "containment", band_low = -1.0, '
+                         f'max_candidates = {k}, threshold = {containment!r} }}')
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -199,8 +208,9 @@ def _add_seeds(server, seeds: list[str], workers: int) -> dict[int, int]:
     """Each seed with its own label (one AddSeeds per seed); returns seed_id -> seed index."""
     with server.client("analyst") as client:
         def add(i: int) -> tuple[int, int]:
-            r = client.add_seeds([Item(text=seeds[i])], [Label(label_of(i), 1)],
-                                 source="textbench", timeout=120)[0]
+            r = with_retries(lambda: client.add_seeds([Item(text=seeds[i])],
+                                                      [Label(label_of(i), 1)],
+                                                      source="textbench", timeout=120))[0]
             if isinstance(r, DedupError):
                 raise r
             return r[0], i
@@ -214,7 +224,8 @@ def _lookup_all(server, texts: list[str], k: int, workers: int) -> list:
     chunks = [texts[s:s + _CHUNK] for s in range(0, len(texts), _CHUNK)]
     with server.client("reader") as client:
         def call(chunk):
-            return client.batch_lookup([Item(text=t) for t in chunk], top_k=k, timeout=600)
+            return with_retries(lambda: client.batch_lookup([Item(text=t) for t in chunk],
+                                                            top_k=k, timeout=600))
 
         with ThreadPoolExecutor(workers) as pool:
             out = []
@@ -228,10 +239,11 @@ def _lookup_all(server, texts: list[str], k: int, workers: int) -> list:
     return out
 
 
-def _start(workdir: Path, thresholds: dict[str, float]):
+def _start(workdir: Path, thresholds: dict[str, float], containment: float | None = None,
+           k: int = 10):
     from tools.localserver import ServerProcess
 
-    return ServerProcess(workdir / "data", config_text(thresholds)).start()
+    return ServerProcess(workdir / "data", config_text(thresholds, containment, k)).start()
 
 
 def run_space(space: str, bench: Bench, settings: TextBenchSettings, workdir: Path) -> SpaceScores:
@@ -358,13 +370,15 @@ def simulated_verdicts(sc: Scored, thresholds: dict[str, float]) -> tuple[np.nda
 
 
 def verdict_pass(bench: Bench, thresholds: dict[str, float], settings: TextBenchSettings,
-                 workdir: Path, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Lookups through one server with every space at its threshold: its own verdicts.
+                 workdir: Path, rows: np.ndarray, containment: float | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Lookups through one server with every space at its threshold (and the containment
+    verifier in the server's cascade when given): its own verdicts.
 
     Returns per row: verdict matched the true label; verdict matched a wrong label; seconds."""
     t0 = time.perf_counter()
     texts = [bench.queries[r].text for r in rows]
-    with _start(workdir / "verdicts", thresholds) as server:
+    with _start(workdir / "verdicts", thresholds, containment, settings.k) as server:
         _add_seeds(server, bench.seeds, settings.workers)
         results = _lookup_all(server, texts, settings.k, settings.workers)
     ok = np.zeros(len(rows), bool)
@@ -553,7 +567,11 @@ def run(settings: TextBenchSettings, out: Path) -> dict:
     # The same rule through a real server with all spaces at once, on a sample: the two must agree.
     rng = np.random.default_rng(settings.seed)
     sample = np.sort(rng.choice(rows, min(settings.verdict_sample, rows.size), replace=False))
-    srv_ok, srv_wrong, secs = verdict_pass(bench, server_thr, settings, work, sample)
+    cont_t = cal["spaces"].get(CONTAINMENT, {}).get("threshold")
+    if cont_t is not None:  # the server verifies with containment in its own cascade
+        c_ok, c_wrong = containment_verdict(sc, cont_t)
+        sim_ok, sim_wrong = sim_ok | c_ok, sim_wrong | c_wrong
+    srv_ok, srv_wrong, secs = verdict_pass(bench, server_thr, settings, work, sample, cont_t)
     timings["verdicts"] = secs
     agreement = {"n": int(sample.size),
                  "recall_agrees": float(np.mean(srv_ok == sim_ok[sample])),
