@@ -117,11 +117,15 @@ class VerifyConfig(_Strict):
     max_candidates: int = Field(default=10, ge=1, le=64)
     mirror_mode: Literal["derived", "extract"] = "derived"
     threshold: float | None = None  # the verifier's own threshold (containment)
+    # geometric: fused = similarity + weight * log1p(inliers) (inliers >= 12); calibrated
+    weight: float | None = Field(default=None, gt=0, le=10)
 
     @model_validator(mode="after")
     def _own_threshold(self) -> "VerifyConfig":
         if self.method == "containment" and self.threshold is None:
             raise ValueError("verify.method 'containment' needs its own calibrated threshold")
+        if self.method == "containment" and self.weight is not None:
+            raise ValueError("verify.weight is the geometric fusion's; containment has none")
         if self.method == "geometric" and self.threshold is not None:
             raise ValueError("verify.method 'geometric' fuses onto the space's threshold; "
                              "drop verify.threshold")

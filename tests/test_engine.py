@@ -54,8 +54,31 @@ def embedders():
             "text:minilm-l6": create_embedder("text:minilm-l6")}
 
 
+# The engine's own behaviour, on a fixed set of spaces (the service's defaults are measured by
+# the benchmarks and tested end to end in test_default_spaces_* below and in tests/e2e).
+SPACES = {"image:effnet-lite0": {"model": "image:effnet-lite0", "threshold": 0.682},
+          "pdq": {"model": "pdq", "threshold": 0.67578125, "min_quality": 50},
+          "text:minilm-l6": {"model": "text:minilm-l6", "threshold": 0.9099}}
+
+
 def make_config(tmp_path, **kw):
-    return load_config(None, data_dir=str(tmp_path / "data"), **kw)
+    return load_config(None, data_dir=str(tmp_path / "data"), **{"spaces": SPACES, **kw})
+
+
+def test_default_spaces_catch_an_edited_copy_by_verified_evidence(tmp_path):
+    with Engine.open(load_config(None, data_dir=str(tmp_path / "data"))) as eng:
+        assert {"image:copydet-lite0", "pdq", "text:exact", "text:minhash",
+                "text:minilm-l6"} <= set(eng.spaces)
+        astronaut = skimage_rgb("astronaut")
+        [(seed_id, _)] = eng.add_seeds([Item(image=encode(astronaut))], [GORE])
+        eng.add_seeds([Item(image=encode(skimage_rgb(n))) for n in ("coffee", "rocket")], [SCAM])
+        copies = modified_copies(astronaut)
+        for name, r in zip(copies, eng.lookup([Item(image=b) for b in copies.values()])):
+            assert matched_labels(r) == {"violence.graphic"}, name
+            v = next(x for x in r.verdicts if x.label == "violence.graphic")
+            assert v.evidence[0].seed_id == seed_id, name
+        [r] = eng.lookup([Item(image=encode(skimage_rgb("chelsea")))])
+        assert not matched_labels(r)
 
 
 @pytest.fixture()

@@ -390,7 +390,7 @@ def test_quick_image_run_through_a_real_server_reports_heldout_figures(tmp_path,
                  "--write-config", str(cfg_path)]) == 0
     report = json.loads((out / "report.json").read_text())
     image = report["image"]
-    assert set(image["spaces"]) == {"image:effnet-lite0", "pdq"}
+    assert set(image["spaces"]) == {"image:copydet-lite0", "pdq"}
     for space, r in image["spaces"].items():
         ho = r["heldout"]
         assert {"threshold", "fmr", "recall", "recall_at_1", "threshold_free", "ambiguous"} <= set(ho)
@@ -410,7 +410,7 @@ def test_quick_image_run_through_a_real_server_reports_heldout_figures(tmp_path,
     for name in image["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cfg = load_config(out / "thresholds.toml")
-    assert {"image:effnet-lite0", "pdq"} <= set(cfg.spaces)
+    assert {"image:copydet-lite0", "pdq"} <= set(cfg.spaces)
     assert cfg.spaces["pdq"].threshold == image["spaces"]["pdq"]["calibration"]["threshold"]
     assert cfg_path.read_text() == (out / "thresholds.toml").read_text()
     assert "held-out FMR" in capsys.readouterr().out

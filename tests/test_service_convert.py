@@ -53,7 +53,7 @@ def test_lookup_params_enforce_top_k_and_threshold():
     with pytest.raises(LimitExceeded, match="max_top_k=20"):
         convert.lookup_params(pb.LookupRequest(top_k=21), limits)
     with pytest.raises(InvalidArgument, match="threshold"):
-        convert.lookup_params(pb.LookupRequest(threshold=1.5), limits)
+        convert.lookup_params(pb.LookupRequest(threshold=11.5), limits)
     with pytest.raises(LimitExceeded, match="max_batch_items=64"):
         Limits().check_batch(65)
     with pytest.raises(InvalidArgument, match="no items"):

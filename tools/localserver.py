@@ -143,3 +143,22 @@ def with_retries(call, attempts: int = 60, max_sleep_s: float = 5.0):
             hint = e.retry_after_s if e.retry_after_s else 0.05 * (attempt + 1)
             time.sleep(min(max_sleep_s, max(0.01, hint)))
 
+
+def batch_lookup_with_retries(client, items, attempts: int = 60, **kw) -> list:
+    """BatchLookup where the whole call, or single items of it, may be shed (Overloaded):
+    those are sent again after the service's hint until every item has its own answer."""
+    from dedup.errors import Overloaded
+
+    results = with_retries(lambda: client.batch_lookup(items, **kw), attempts)
+    for attempt in range(attempts):
+        shed = [i for i, r in enumerate(results) if isinstance(r, Overloaded)]
+        if not shed:
+            break
+        hint = max((results[i].retry_after_s or 0.0) for i in shed) or 0.05 * (attempt + 1)
+        time.sleep(min(5.0, max(0.01, hint)))
+        again = with_retries(lambda: client.batch_lookup([items[i] for i in shed], **kw),
+                             attempts)
+        for i, r in zip(shed, again):
+            results[i] = r
+    return results
+

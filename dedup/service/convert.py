@@ -143,13 +143,17 @@ def label_to_proto(label: Label) -> pb.Label:
     return pb.Label(name=label.name, severity=label.severity)
 
 
+MAX_SCORE = 10.0  # above any score a space reports, verified ones included
+
+
 def lookup_params(request: pb.LookupRequest | pb.BatchLookupRequest, limits: Limits) -> LookupParams:
     """Validate top_k / threshold against the limits; 0 means the default k."""
     top_k = request.top_k or DEFAULT_TOP_K
     limits.check_top_k(top_k)
     threshold = request.threshold if request.HasField("threshold") else None
-    if threshold is not None and not -1.0 <= threshold <= 1.0:
-        raise InvalidArgument(f"threshold must be in [-1, 1], got {threshold}")
+    # similarities are in [-1, 1]; a geometrically verified score adds weight * log1p(inliers)
+    if threshold is not None and not -1.0 <= threshold <= MAX_SCORE:
+        raise InvalidArgument(f"threshold must be in [-1, {MAX_SCORE:g}], got {threshold}")
     labels = tuple(request.labels) or None
     return LookupParams(top_k, labels, threshold)
 

@@ -58,7 +58,7 @@ class GeometricVerifier:
 
     name = "geometric"
 
-    def __init__(self, limits: Limits, mirror_mode: str = "derived"):
+    def __init__(self, limits: Limits, mirror_mode: str = "derived", weight: float = 0.1):
         import cv2
 
         from dedup.verify import geometric
@@ -69,6 +69,7 @@ class GeometricVerifier:
         self._g = geometric
         self._limits = limits
         self._mirror_mode = mirror_mode
+        self._weight = weight
 
     def seed_data(self, prepared: Prepared) -> bytes | None:
         if prepared.image is None:
@@ -104,7 +105,7 @@ class GeometricVerifier:
                 memo[(key, seeds[i])] = match.inliers
         out = list(scores)
         for i in known:
-            out[i] = self._g.fuse(scores[i], memo[(key, seeds[i])])
+            out[i] = self._g.fuse(scores[i], memo[(key, seeds[i])], self._weight)
         return out
 
 
@@ -143,7 +144,8 @@ class ContainmentVerifier:
 def create_verifier(config: VerifyConfig, limits: Limits) -> Verifier:
     """The verifier a space's ``verify`` config names."""
     if config.method == "geometric":
-        return GeometricVerifier(limits, config.mirror_mode)
+        return GeometricVerifier(limits, config.mirror_mode,
+                                 0.1 if config.weight is None else config.weight)
     if config.method == "containment":
         return ContainmentVerifier()
     raise InvalidArgument(f"unknown verification method {config.method!r}")

@@ -453,8 +453,9 @@ def verify_many(query: LocalFeatures, candidates: list[LocalFeatures],
     return out
 
 
-def fuse(score: float, inliers: int) -> float:
-    """``score`` raised by ``ALPHA * log1p(inliers)`` once inliers reach ``INLIER_FLOOR``."""
+def fuse(score: float, inliers: int, weight: float = ALPHA) -> float:
+    """``score`` raised by ``weight * log1p(inliers)`` once inliers reach ``INLIER_FLOOR``
+    (the weight is calibrated per space: ``verify.weight``)."""
     if inliers < INLIER_FLOOR:
         return float(score)
-    return float(score + ALPHA * np.log1p(inliers))
+    return float(score + weight * np.log1p(inliers))

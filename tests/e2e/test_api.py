@@ -119,7 +119,7 @@ def test_reflection_lets_a_stock_client_call_stats_without_generated_code(server
                               response_deserializer=resp_cls.FromString)
         resp = call(req_cls(), metadata=metadata("reader"), timeout=10)
         assert resp.seeds_active >= 8  # the demo bank: 5 images + 3 texts
-        assert {s.space for s in resp.spaces} >= {"image:effnet-lite0", "text:minilm-l6"}
+        assert {s.space for s in resp.spaces} >= {"image:copydet-lite0", "text:minilm-l6"}
 
 
 def test_metrics_endpoint_exports_rpc_batch_and_index_metrics(server, reader):
@@ -129,7 +129,7 @@ def test_metrics_endpoint_exports_rpc_batch_and_index_metrics(server, reader):
     assert 'dedup_requests_total{method="Lookup"}' in body
     assert 'dedup_request_latency_seconds_bucket{le="0.005",method="Lookup"}' in body
     assert "dedup_batch_size_bucket" in body
-    assert 'dedup_index_vectors{space="image:effnet-lite0"}' in body
+    assert 'dedup_index_vectors{space="image:copydet-lite0"}' in body
 
 
 def test_request_id_is_echoed_and_logged(server, stub):
@@ -190,7 +190,7 @@ def test_label_filter_and_top_k_shape_the_response(reader):
 def test_threshold_override_turns_a_match_off(reader, skimage_images, encode):
     data = modified_copies(skimage_images["coffee"], encode)["jpeg_q60"]
     assert "demo.spam" in matched_labels(reader.lookup(image=data))
-    assert not matched_labels(reader.lookup(image=data, threshold=0.9999))
+    assert not matched_labels(reader.lookup(image=data, threshold=9.99))
 
 
 def test_batch_lookup_one_bad_item_does_not_fail_the_batch(reader):
@@ -258,7 +258,7 @@ def test_every_bad_input_gets_its_code_and_names_the_limit(stub):
                         grpc.StatusCode.INVALID_ARGUMENT, "max_text_chars=2000"),
         "top_k": (lambda: look(item=pb.Item(text="x"), top_k=51),
                   grpc.StatusCode.INVALID_ARGUMENT, "max_top_k=50"),
-        "threshold": (lambda: look(item=pb.Item(text="x"), threshold=7.0),
+        "threshold": (lambda: look(item=pb.Item(text="x"), threshold=17.0),
                       grpc.StatusCode.INVALID_ARGUMENT, "threshold"),
         "batch size": (lambda: stub.BatchLookup(
             pb.BatchLookupRequest(items=[pb.Item(text=f"t{i}") for i in range(17)]),

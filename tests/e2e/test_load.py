@@ -97,7 +97,7 @@ def test_twice_the_capacity_sheds_the_excess_at_once_and_bounds_admitted_latency
     server = server_factory("load", CONFIG)
     with server.client("analyst") as analyst:
         seeds = [Item(image=encode(skimage_images[n], "PNG")) for n in ("astronaut", "coffee")]
-        analyst.add_seeds(seeds, [Label("load.test", 2)])
+        analyst.add_seeds(seeds, [Label("load.test", 2)], timeout=120)
 
     r = asyncio.run(_measure(server.target, workload(16)))
 
@@ -112,7 +112,8 @@ def test_twice_the_capacity_sheds_the_excess_at_once_and_bounds_admitted_latency
     report = (f"capacity {r['capacity']:.1f}/s, offered {r['rate']:.1f}/s; unloaded p50 "
               f"{unloaded_p50 * 1e3:.0f} ms p99 {unloaded_p99 * 1e3:.0f} ms; admitted "
               f"{len(ok)} p99 {np.percentile(ok, 99) * 1e3 if len(ok) else float('nan'):.0f} ms; "
-              f"refused {len(refused)} p99 "
+              f"refused {len(refused)} p50 "
+              f"{np.percentile([s for s, _ in refused], 50) * 1e3 if refused else 0:.0f} ms p99 "
               f"{np.percentile([s for s, _ in refused], 99) * 1e3 if refused else 0:.0f} ms; "
               f"other {others[:5]}")
     print(report)
@@ -124,6 +125,8 @@ def test_twice_the_capacity_sheds_the_excess_at_once_and_bounds_admitted_latency
     assert len(ok) >= 0.5 * r["capacity"] * OVERLOAD_S, report
     # Admitted lookups keep a bounded latency: queueing stays within the budget.
     assert np.percentile(ok, 99) <= 3 * unloaded_p99, report
-    # Refusals come at once (no model work, no queueing), each with a retry hint.
-    assert np.percentile([s for s, _ in refused], 99) <= unloaded_p50, report
+    # Refusals come at once (no model work, no queueing behind it), each with a retry hint.
+    refused_s = [s for s, _ in refused]
+    assert np.percentile(refused_s, 50) <= 0.5 * unloaded_p50, report
+    assert np.percentile(refused_s, 99) <= unloaded_p99, report
     assert all(retry is not None and retry > 0 for _, retry in refused), report

@@ -45,7 +45,7 @@ from dedup.types import Item, Label
 from tools.eval import metrics
 from tools.eval.augment import EDIT_TYPES, LEVELS, Augmented, augment_image, query_rng
 from tools.eval.dataset import HALVES, ImageBenchmark, Picture
-from tools.localserver import with_retries
+from tools.localserver import batch_lookup_with_retries, with_retries
 
 LABEL_PREFIX = "bench.s"
 LOOKUP_TIMEOUT_S = 1800  # per BatchLookup of 64: generous, the machine may be shared
@@ -280,8 +280,7 @@ def read_result(q: Query, aug: Augmented, res, id_to_seed: dict[int, int], space
 
 def _batch_lookup(client, items: list[Item], top_k: int):
     """BatchLookup, retried (after the server's hint) while the server sheds load."""
-    return with_retries(lambda: client.batch_lookup(items, top_k=top_k,
-                                                    timeout=LOOKUP_TIMEOUT_S))
+    return batch_lookup_with_retries(client, items, top_k=top_k, timeout=LOOKUP_TIMEOUT_S)
 
 
 def run_queries(client, queries: list[Query], pictures: dict[int, Picture],
@@ -530,7 +529,10 @@ def _send_order(todo: list[Query], seed: int, half: str) -> list[Query]:
 
 def _run_half(client, half: str, todo: list[Query], ckpt: Checkpoint, pictures, id_to_seed,
               names, s: ImageBenchSettings, timings: dict) -> list[Record]:
-    done = ckpt.records(half)
+    # a query the service shed (Overloaded) or failed is sent again on resume; the last
+    # answer of a query wins
+    done = list({r.query.qid: r for r in ckpt.records(half)}.values())
+    done = [r for r in done if r.error is None]
     have = {r.query.qid for r in done}
     rest = [q for q in _send_order(todo, s.seed, half) if q.qid not in have]
     timings[f"{half}_resumed_queries"] = len(done)

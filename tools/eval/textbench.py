@@ -52,7 +52,7 @@ from dedup.items import normalize_text
 from dedup.types import Item, Label
 from dedup.verify import text as vtext
 from tools.eval import metrics
-from tools.localserver import with_retries
+from tools.localserver import batch_lookup_with_retries, with_retries
 from tools.eval import textedits as te
 from tools.eval import textsources as ts
 
@@ -224,8 +224,8 @@ def _lookup_all(server, texts: list[str], k: int, workers: int) -> list:
     chunks = [texts[s:s + _CHUNK] for s in range(0, len(texts), _CHUNK)]
     with server.client("reader") as client:
         def call(chunk):
-            return with_retries(lambda: client.batch_lookup([Item(text=t) for t in chunk],
-                                                            top_k=k, timeout=600))
+            return batch_lookup_with_retries(client, [Item(text=t) for t in chunk],
+                                             top_k=k, timeout=600)
 
         with ThreadPoolExecutor(workers) as pool:
             out = []
