@@ -24,9 +24,17 @@ def _config(data_dir):
                                                                      "threshold": 0.9}})
 
 
-def _dedup(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dedup.cli", *args], cwd=REPO,
+def _run(module: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
+
+
+def _dedup(*args) -> subprocess.CompletedProcess:
+    return _run("dedup.cli", *args)
+
+
+def _admin(*args) -> subprocess.CompletedProcess:
+    return _run("tools.analyst", *args)
 
 
 def test_backup_beside_a_live_writer_restores_every_seed(tmp_path):
@@ -53,11 +61,6 @@ def test_backup_beside_a_live_writer_restores_every_seed(tmp_path):
         assert results[0].exact_match is None  # removed before the backup: stays removed
         assert [r.exact_match for r in results[1:]] == ids[1:]
         assert eng.stats().seeds_active == 29
-
-
-def _admin(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tools.analyst", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_dedup_admin_backup_and_restore_need_no_server(tmp_path):

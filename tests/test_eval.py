@@ -327,19 +327,23 @@ def test_missing_scores_are_floored_and_counted_as_ambiguous_only_above_the_floo
     res = LookupResult(verdicts=(Verdict("bench.s00001", True, 0.8, 0.1),), neighbors=nbrs,
                        exact_match=None)
     q_pos = Query(0, "heldout", 5, 2, "easy", "crop", 0)
-    q_neg = Query(1, "heldout", 6, -1, "easy", "crop", 0)
+    q_miss = Query(1, "heldout", 7, 4, "easy", "crop", 0)  # its seed is not listed
+    q_neg = Query(2, "heldout", 6, -1, "easy", "crop", 0)
     aug = Augmented(b"", ("crop",), "crop", "easy")
-    r_pos = read_result(q_pos, aug, res, id_to_seed, spaces, top_k=3)
-    r_neg = read_result(q_neg, aug, res, id_to_seed, spaces, top_k=3)
+    r_pos, r_miss, r_neg = (read_result(q, aug, res, id_to_seed, spaces, top_k=3)
+                            for q in (q_pos, q_miss, q_neg))
     assert r_pos.best == {"a": 0.9} and r_pos.true == {"a": 0.7} and r_pos.best_seed == {"a": 0}
-    assert r_pos.floor == {"a": 0.7, "b": 0.7}  # b was crowded out below the list's last score
+    # top_k is per space: "a" listed its 3, so a seed it did not list scores below 0.7;
+    # "b" listed none at all, so nothing of it was cut
+    assert r_pos.floor == {"a": 0.7, "b": -np.inf}
     assert r_pos.matched == (1,)
-    sc = scores_of([r_pos, r_neg], spaces)
-    assert list(sc.wrong) == [True, True] and list(sc.right) == [False, False]
-    assert _ambiguous(sc, "b", 0.75) == {"negatives": 0, "positives": 0}
-    assert _ambiguous(sc, "b", 0.6) == {"negatives": 1, "positives": 1}
-    short = read_result(q_neg, aug, LookupResult((), nbrs[:1], None), id_to_seed, spaces, top_k=3)
-    assert short.floor["b"] == -np.inf  # nothing was cut: b had no neighbour at all
+    sc = scores_of([r_pos, r_miss, r_neg], spaces)
+    assert list(sc.wrong) == [True, True, True] and list(sc.right) == [False, False, False]
+    assert _ambiguous(sc, "a", 0.75) == {"negatives": 0, "positives": 0}
+    assert _ambiguous(sc, "a", 0.6) == {"negatives": 0, "positives": 1}  # r_miss might reach it
+    assert _ambiguous(sc, "b", 0.0) == {"negatives": 0, "positives": 0}
+    short = read_result(q_miss, aug, LookupResult((), nbrs[:1], None), id_to_seed, spaces, top_k=3)
+    assert short.floor["a"] == -np.inf  # fewer than top_k listed: nothing was cut
 
 
 def test_checkpoint_gives_back_answered_queries_and_refuses_other_settings(tmp_path):

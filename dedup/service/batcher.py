@@ -194,10 +194,12 @@ class MicroBatcher(Generic[T, R]):
     def queue_budget(self, n: int = 1) -> float:
         """Seconds an admitted request of ``n`` items may be expected to wait for the work
         ahead of it: ``max_queue_delay_ms``, or by default as long as its own items take to
-        serve, so an admitted request's latency stays within about twice the unloaded one."""
+        serve, so an admitted request's latency stays within about twice the unloaded one --
+        and never less than the batching window (``max_wait_ms``), a wait the configuration
+        accepts by design so that concurrent callers share a batch."""
         if self.max_queue_delay_s is not None:
             return self.max_queue_delay_s
-        return self.times.drain_seconds(n, self.max_batch, self.max_inflight)
+        return max(self.max_wait_s, self.times.drain_seconds(n, self.max_batch, self.max_inflight))
 
     def admit(self, n: int, timeout: float | None = None) -> "Reservation":
         """Admit ``n`` items now or raise Overloaded at once, with ``retry_after_s``.

@@ -196,10 +196,21 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
         self.limits.check_batch(len(request.items))
         items = [convert.item_from_proto(x) for x in request.items]
         labels = [convert.label_from_proto(x) for x in request.labels]
-        # Returns only after the LMDB commit: the response is the acknowledgement.
-        results = await self._call(self.engine.add_seeds, items, labels, source=request.source,
-                                   note=request.note, actor=_actor(), reason=request.reason,
-                                   merge_labels=request.merge_labels)
+        remaining = context.time_remaining() if context is not None else None
+        wait = self.limits.max_decode_wait_s if remaining is None else \
+            min(self.limits.max_decode_wait_s, max(0.0, remaining))
+        results = []
+        # A write decodes its items together: it holds the memory budget for all of them, in
+        # consecutive chunks that fit it (each chunk one commit; a retried call is idempotent,
+        # an item already added keeps its seed). Returns only after the last LMDB commit: the
+        # response is the acknowledgement.
+        for chunk in _chunks_within(items, [memory_cost(self.engine.spaces, it, self.limits)
+                                            for it in items], self._budget.limit):
+            async with self._budget.hold(sum(cost for _, cost in chunk), wait):
+                results += await self._call(
+                    self.engine.add_seeds, [it for it, _ in chunk], labels,
+                    source=request.source, note=request.note, actor=_actor(),
+                    reason=request.reason, merge_labels=request.merge_labels)
         return convert.add_results_to_proto(results, current_request_id.get())
 
     @_rpc
@@ -326,3 +337,18 @@ class DedupServicer(dedup_pb2_grpc.DedupServicer):
         await self._call(self.engine.retire, request.space, actor=_actor(),
                          reason=request.reason)
         return pb.RetireSpaceResponse()
+
+
+def _chunks_within(items: list, costs: list[int], limit: int) -> list[list[tuple]]:
+    """Consecutive (item, cost) chunks whose costs sum to at most ``limit`` (an item costing
+    more than ``limit`` alone is a chunk of its own)."""
+    chunks: list[list[tuple]] = []
+    total = 0
+    for item, cost in zip(items, costs):
+        if not chunks or (total + cost > limit and chunks[-1]):
+            chunks.append([])
+            total = 0
+        chunks[-1].append((item, cost))
+        total += cost
+    return chunks
+

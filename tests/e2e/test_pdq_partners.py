@@ -160,3 +160,26 @@ def test_partner_seeds_match_at_the_partner_threshold_not_the_calibrated_one(ser
     # 40 would clear the calibrated threshold (Hamming <= 83) but not the partner one (<= 31)
     assert not verdicts["partner.far"].matched
     assert _pdq_hits(r, near) and _pdq_hits(r, far)
+
+
+# The published expected hashes of ThreatExchange's own PDQ tests
+# (python-threatexchange/threatexchange/tests/hashing/test_pdq_hasher.py); the pictures are its
+# test resources, BSD-licensed (tests/data/threatexchange/LICENSE).
+PUBLISHED = {
+    "LA.png": ("accb6d39648035f8125c8ce6ba65007de7b54c67a2d93ef7b8f33b0611306715", 100),
+    "I16.png": ("de2ef0e99ecdfc1d248a0eb055f023d1d61e79c3920cbb55d561c02accab1763", 36),
+    "rgb.jpeg": ("fb4eed46cb8a6c78819ca06b756c541f7b07ef6d02c82fccd00f862166272cda", 100),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_expected_hashes_are_matched_through_the_service(server, name):
+    from pathlib import Path
+
+    expected, quality = PUBLISHED[name]
+    data = (Path(__file__).parents[1] / "data" / "threatexchange" / name).read_bytes()
+    with server.client("reader") as reader:
+        result = reader.lookup(image=data)
+    hashes = {h.hash: h for h in result.hashes if h.space == "pdq"}
+    assert expected in hashes, (name, list(hashes))
+    assert hashes[expected].quality == quality

@@ -186,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bands", default="0.3", help="comma list of band_low values to compare")
     p.add_argument("--target-fmr", type=float, default=0.001)
     p.add_argument("--grid", default="0,0.0001,0.0002,0.0003,0.0005,0.0007,0.001")
-    p.add_argument("--run-weight", type=float, default=0.1, help="verify.weight the run used")
+    p.add_argument("--run-weight", type=float, default=0.1,
+                   help="verify.weight the run's first (calibration) pass used")
+    p.add_argument("--heldout-run-weight", type=float, default=None,
+                   help="verify.weight its held-out pass used (default: --run-weight)")
     p.add_argument("--weight", type=float, default=None,
                    help="fuse geometric scores again at this verify.weight")
     p.add_argument("--out", type=Path, default=None, help="write cascade.json here")
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = tuple(float(x) for x in a.grid.split(","))
     ck = a.run / "checkpoint"
     cal = Half.load(ck / "records-calibration.jsonl", a.run_weight, a.weight)
-    held = Half.load(ck / "records-heldout.jsonl", a.run_weight, a.weight)
+    held = Half.load(ck / "records-heldout.jsonl", a.heldout_run_weight or a.run_weight, a.weight)
     served = json.loads((a.run / "calibration.json").read_text())["thresholds"]
     report = {"target_fmr": a.target_fmr, "spaces": spaces, "verifying": verifying, "bands": {}}
     for band in [float(x) for x in a.bands.split(",")]:
