@@ -24,6 +24,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence
 
+import numpy as np
+
 from dedup.config import Limits, VerifyConfig
 from dedup.errors import DedupError, InvalidArgument
 from dedup.items import Prepared, decode_image
@@ -116,11 +118,8 @@ class ContainmentVerifier:
     name = "containment"
 
     def __init__(self) -> None:
-        import numpy as np
-
         from dedup.verify import text
 
-        self._np = np
         self._t = text
 
     def seed_data(self, prepared: Prepared) -> bytes | None:
@@ -137,7 +136,7 @@ class ContainmentVerifier:
         if key not in memo:
             memo[key] = self._t.shingles(prepared.text)
         query = memo[key]
-        return [self._t.compare_shingles(query, self._np.frombuffer(s, dtype=self._np.uint64)).score
+        return [self._t.compare_shingles(query, np.frombuffer(s, dtype=np.uint64)).score
                 if s else float("-inf") for s in seeds]
 
 
