@@ -38,6 +38,13 @@ import numpy as np
 from tools.eval import metrics
 
 
+def refuse(score: float, similarity: float, run_weight: float, weight: float) -> float:
+    """A geometric score fused again at ``weight``: the inliers are recovered exactly from the
+    score the run fused at ``run_weight`` (``similarity + run_weight * log1p(inliers)``)."""
+    inliers = math.expm1((score - similarity) / run_weight)
+    return similarity + weight * math.log1p(inliers)
+
+
 @dataclass
 class Half:
     """One half's lookups: tags, and per space the neighbours (seed, score, similarity)."""
@@ -63,8 +70,7 @@ class Half:
             per: dict[str, list] = {}
             for space, seed, score, sim in d.get("neighbors", []):
                 if weight is not None and sim is not None and score > sim + 1e-6:
-                    inliers = math.expm1((score - sim) / run_weight)
-                    score = sim + weight * math.log1p(inliers)
+                    score = refuse(score, sim, run_weight, weight)
                 per.setdefault(space, []).append((seed, score, sim))
             nbrs.append(per)
         return cls(np.array([d["truth"] for d in rows]), np.array([d["level"] for d in rows]),

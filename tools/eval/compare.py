@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.eval.cascade import refuse
+
 LEVELS = ("easy", "medium", "hard")
 
 
@@ -38,7 +40,7 @@ def best(d: dict, space: str, mode: str, weight: float, run_weight: float) -> tu
             continue
         v = score if sim is None else sim
         if mode == "cascade" and sim is not None and score > sim + 1e-6:
-            v = sim + weight * math.log1p(math.expm1((score - sim) / run_weight))
+            v = refuse(score, sim, run_weight, weight)
         if seed == d["truth"]:
             true = max(true, v)
         else:
