@@ -60,7 +60,7 @@ class GeometricVerifier:
 
     name = "geometric"
 
-    def __init__(self, limits: Limits, mirror_mode: str = "derived", weight: float = 0.1):
+    def __init__(self, limits: Limits, mirror_mode: str = "derived", weight: float | None = None):
         import cv2
 
         from dedup.verify import geometric
@@ -71,7 +71,7 @@ class GeometricVerifier:
         self._g = geometric
         self._limits = limits
         self._mirror_mode = mirror_mode
-        self._weight = weight
+        self._weight = geometric.ALPHA if weight is None else weight  # None: the default
 
     def seed_data(self, prepared: Prepared) -> bytes | None:
         if prepared.image is None:
@@ -143,8 +143,7 @@ class ContainmentVerifier:
 def create_verifier(config: VerifyConfig, limits: Limits) -> Verifier:
     """The verifier a space's ``verify`` config names."""
     if config.method == "geometric":
-        return GeometricVerifier(limits, config.mirror_mode,
-                                 0.1 if config.weight is None else config.weight)
+        return GeometricVerifier(limits, config.mirror_mode, config.weight)
     if config.method == "containment":
         return ContainmentVerifier()
     raise InvalidArgument(f"unknown verification method {config.method!r}")
