@@ -9,7 +9,8 @@ Results are dedup.types values (LookupResult, Seed, ...); a non-OK status raises
 from dedup.errors (InvalidItem/LimitExceeded/InvalidArgument, NotFound, Unauthenticated,
 PermissionDenied, Overloaded for RESOURCE_EXHAUSTED/UNAVAILABLE/DEADLINE_EXCEEDED) with the
 grpc.RpcError as its __cause__ and the status code as ``.grpc_code``. Reads are retried on
-UNAVAILABLE by gRPC's own retry policy; writes are never retried blindly.
+UNAVAILABLE by gRPC's own retry policy, lookups also when admission refused them, after the
+server's retry hint; writes are never retried blindly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dedup.errors import DedupError
+from dedup.errors import DedupError, Overloaded
 from dedup.service import convert
 from dedup.types import (AddResult, Item, Label, LookupResult, OpEntry, OpFilter, RemoveResult,
                          RemoveStatus,
@@ -32,11 +33,24 @@ from dedup.v1 import dedup_pb2_grpc
 
 _READS = ("Lookup", "BatchLookup", "GetSeed", "ListSeeds", "Stats", "GetSeedHistory", "ListOps",
           "GetSeedContent", "WhoAmI")
-_SERVICE_CONFIG = json.dumps({"methodConfig": [{
-    "name": [{"service": "dedup.v1.Dedup", "method": m} for m in _READS],
-    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
-                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-}]})
+_LOOKUPS = ("Lookup", "BatchLookup")
+_RETRY_BUFFER_BYTES = 4 * 1024 * 1024  # the service's max_image_bytes (2 MiB) and then some
+
+
+def _read_policy(methods: Sequence[str], codes: list[str]) -> dict:
+    return {"name": [{"service": "dedup.v1.Dedup", "method": m} for m in methods],
+            "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+                            "backoffMultiplier": 2, "retryableStatusCodes": codes}}
+
+
+# Lookups refused by admission (RESOURCE_EXHAUSTED) are tried again after the server's pushback
+# (``grpc-retry-pushback-ms``, the refusal's retry hint), within the call's deadline; the
+# throttle stops retrying while most calls fail, so retries never multiply an overload.
+_SERVICE_CONFIG = json.dumps({
+    "methodConfig": [_read_policy(_LOOKUPS, ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]),
+                     _read_policy([m for m in _READS if m not in _LOOKUPS], ["UNAVAILABLE"])],
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+})
 
 
 class DedupClient:
@@ -48,7 +62,11 @@ class DedupClient:
                  max_message_bytes: int = 64 * 1024 * 1024):
         options = [("grpc.max_send_message_length", max_message_bytes),
                    ("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.enable_retries", 1), ("grpc.service_config", _SERVICE_CONFIG)]
+                   ("grpc.enable_retries", 1), ("grpc.service_config", _SERVICE_CONFIG),
+                   # gRPC retries only a call whose request it still holds: 256 KiB by default,
+                   # less than many an image; these hold a lookup of the largest image allowed
+                   ("grpc.per_rpc_retry_buffer_size", _RETRY_BUFFER_BYTES),
+                   ("grpc.retry_buffer_size", 8 * _RETRY_BUFFER_BYTES)]
         if root_cert or client_cert:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=Path(root_cert).read_bytes() if root_cert else None,
@@ -77,8 +95,13 @@ class DedupClient:
             return getattr(self._stub, method)(
                 request, metadata=md, timeout=timeout if timeout is not None else self.timeout)
         except grpc.RpcError as e:
-            kind = dict(e.trailing_metadata() or ()).get(convert.ERROR_KIND_KEY)
-            raise convert.error_from_status(e.code(), e.details() or "", kind) from e
+            trailing = dict(e.trailing_metadata() or ())
+            err = convert.error_from_status(e.code(), e.details() or "",
+                                            trailing.get(convert.ERROR_KIND_KEY))
+            hint = trailing.get(convert.RETRY_AFTER_KEY)
+            if isinstance(err, Overloaded) and hint is not None:  # when the server said to retry
+                err.retry_after_s = int(hint) / 1000
+            raise err from e
 
     # ------------------------------------------------------------------ lookups
     def lookup(self, item: Item | None = None, *, image: bytes | None = None,

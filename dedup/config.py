@@ -80,10 +80,10 @@ class Limits(_Strict):
 class IndexPlan(_Strict):
     """How a space's index is built and placed; the service and dedup-build read the same plan.
 
-    ``factory`` is a FAISS factory string or ``auto`` (exact search below 100k vectors, IVF
-    above). A factory that needs training is trained only from vectors already in LMDB (at
-    start-up or by dedup-build); until then the space serves from an exact index, so a write
-    never waits on (or fails in) training.
+    ``factory`` is a FAISS factory string or ``auto`` (exact search below 100k float vectors
+    or 1M binary codes, IVF above). A factory that needs training is trained only from vectors
+    already in LMDB (at start-up or by dedup-build); until then the space serves from an exact
+    index, so a write never waits on (or fails in) training.
     """
 
     factory: str = "auto"

@@ -202,6 +202,9 @@ def test_auto_factory_resolves_by_expected_size():
     assert resolve_factory("auto", 1_000_000, 1, "ip") == "IVF4096,Flat"
     assert resolve_factory("auto", 1_000_000, 4, "ip") == "IVF2048,Flat"
     assert resolve_factory("auto", 10, 1, "hamming") == "BFlat"
+    assert resolve_factory("auto", 100_000, 1, "ip") == "IVF1024,Flat"
+    assert resolve_factory("auto", 100_000, 1, "hamming") == "BFlat"  # binary: exact longer
+    assert resolve_factory("auto", 1_000_000, 1, "hamming") == "BIVF4096"
     assert resolve_factory("PQ8", 10, 1, "ip") == "PQ8"
     assert ShardedIndex(DIM, expected_size=200_000).factory == "IVF2048,Flat"
 

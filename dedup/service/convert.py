@@ -76,13 +76,17 @@ def error_kind(error: BaseException) -> str | None:
 
 
 RETRY_AFTER_KEY = "retry-after-ms"
+# gRPC's own pushback (gRFC A6): a client whose retry policy covers the status waits this long
+# before its next attempt, in any language, with no code of the caller's
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"  # the rich status: google.rpc.Status
 
 
 def retry_metadata(error: BaseException, code: grpc.StatusCode, message: str,
                    ) -> tuple[tuple[str, str | bytes], ...]:
-    """Trailing metadata telling a refused caller when to come back: ``retry-after-ms`` and
-    the standard ``google.rpc.RetryInfo`` in the rich status; empty when the error has no hint."""
+    """Trailing metadata telling a refused caller when to come back: ``retry-after-ms``, gRPC's
+    retry pushback and the standard ``google.rpc.RetryInfo`` in the rich status; empty when
+    the error has no hint."""
     seconds = getattr(error, "retry_after_s", None)
     if seconds is None:
         return ()
@@ -95,7 +99,8 @@ def retry_metadata(error: BaseException, code: grpc.StatusCode, message: str,
     detail = any_pb2.Any()
     detail.Pack(info)
     status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
-    return (RETRY_AFTER_KEY, str(ms)), (STATUS_DETAILS_KEY, status.SerializeToString())
+    return ((RETRY_AFTER_KEY, str(ms)), (PUSHBACK_KEY, str(ms)),
+            (STATUS_DETAILS_KEY, status.SerializeToString()))
 
 
 def error_from_status(code: grpc.StatusCode, details: str, kind: str | None = None) -> DedupError:

@@ -205,8 +205,12 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             token = current_request_id.set(rid)
             try:
+                response = await behavior(request, context)
+                # Echoed once the call succeeded: headers sent earlier would commit the call,
+                # and gRPC retries (a refused lookup, after its pushback) only uncommitted ones.
+                # A failed call carries the id in its trailers (servicer._rpc).
                 await context.send_initial_metadata((("x-request-id", rid),))
-                return await behavior(request, context)
+                return response
             except asyncio.CancelledError:  # the client went away or its deadline passed
                 remaining = context.time_remaining()
                 code = (grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0

@@ -130,3 +130,58 @@ def test_twice_the_capacity_sheds_the_excess_at_once_and_bounds_admitted_latency
     assert np.percentile(refused_s, 50) <= 0.5 * unloaded_p50, report
     assert np.percentile(refused_s, 99) <= unloaded_p99, report
     assert all(retry is not None and retry > 0 for _, retry in refused), report
+
+
+SHED_AT_ONCE = """
+[spaces."image:effnet-lite0"]
+model = "image:effnet-lite0"
+threshold = 0.682
+
+[batcher]
+max_queue_delay_ms = 0.0
+"""
+
+
+def test_the_client_retries_a_refused_lookup_after_the_servers_pushback(
+        server_factory, skimage_images, encode):
+    """Admission refuses a lookup that would queue behind a running batch; the refusal carries
+    gRPC's retry pushback, and DedupClient's retry policy waits that long and tries again, so
+    the caller gets an answer while a plain stub gets RESOURCE_EXHAUSTED. (The image is larger
+    than gRPC's default retry buffer: the client's own buffer must hold it.)"""
+    import json
+    import threading
+
+    from dedup.service.convert import PUSHBACK_KEY
+
+    server = server_factory("pushback", SHED_AT_ONCE)
+    images = [encode(skimage_images[n], "PNG") for n in ("astronaut", "coffee", "chelsea")]
+    with server.client("analyst") as analyst:
+        [(seed, _)] = analyst.add_seeds([Item(image=images[0])], [Label("load.test", 2)],
+                                        timeout=120)
+    channel = grpc.insecure_channel(server.target)  # no retry policy of its own
+    stub = dedup_pb2_grpc.DedupStub(channel)
+    with server.client("reader", timeout=30) as client:
+        big = pb.BatchLookupRequest(items=[pb.Item(image=images[i % 3]) for i in range(16)])
+        for image in images:  # warm-up: the batcher learns what a lookup and a batch cost
+            client.lookup(image=image)
+        stub.BatchLookup(big, metadata=metadata("reader"), timeout=60)
+        batch = threading.Thread(target=lambda: stub.BatchLookup(big, metadata=metadata("reader"),
+                                                                  timeout=60))
+        batch.start()
+        time.sleep(0.3)  # the 16-image batch (~0.7 s) is running: anything arriving now queues
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Lookup(pb.LookupRequest(item=pb.Item(image=images[0])),
+                        metadata=metadata("reader"), timeout=30)
+        result = client.lookup(image=images[0])  # refused too, then retried by gRPC
+        batch.join()
+    channel.close()
+
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    pushback = dict(refused.value.trailing_metadata())[PUSHBACK_KEY]
+    assert int(pushback) > 0
+    assert result.neighbors[0].seed_id == seed  # the client's call was answered
+    lookups = [json.loads(line) for line in server.log_text().splitlines()
+               if '"method": "Lookup"' in line]
+    shed = [r for r in lookups if r.get("code") == "RESOURCE_EXHAUSTED"]
+    # the plain stub's refusal, and at least one refused attempt of the client's, retried
+    assert len(shed) >= 2, lookups[-6:]
