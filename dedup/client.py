@@ -34,7 +34,7 @@ from dedup.v1 import dedup_pb2_grpc
 _READS = ("Lookup", "BatchLookup", "GetSeed", "ListSeeds", "Stats", "GetSeedHistory", "ListOps",
           "GetSeedContent", "WhoAmI")
 _LOOKUPS = ("Lookup", "BatchLookup")
-_RETRY_BUFFER_BYTES = 4 * 1024 * 1024  # the service's max_image_bytes (2 MiB) and then some
+_RETRY_BUFFER_BYTES = 24 * 1024 * 1024  # a lookup of the largest image allowed (20 MiB)
 
 
 def _read_policy(methods: Sequence[str], codes: list[str]) -> dict:
@@ -64,9 +64,9 @@ class DedupClient:
                    ("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.enable_retries", 1), ("grpc.service_config", _SERVICE_CONFIG),
                    # gRPC retries only a call whose request it still holds: 256 KiB by default,
-                   # less than many an image; these hold a lookup of the largest image allowed
+                   # less than many an image (the request is in memory anyway while it is sent)
                    ("grpc.per_rpc_retry_buffer_size", _RETRY_BUFFER_BYTES),
-                   ("grpc.retry_buffer_size", 8 * _RETRY_BUFFER_BYTES)]
+                   ("grpc.retry_buffer_size", 4 * _RETRY_BUFFER_BYTES)]
         if root_cert or client_cert:
             creds = grpc.ssl_channel_credentials(
                 root_certificates=Path(root_cert).read_bytes() if root_cert else None,

@@ -3,6 +3,8 @@ concurrencies, with and without micro-batching, each next to its bound, the bare
 (Engine.lookup in-process, same data, same items, one at a time): ``qps/bare`` is QPS over
 1 / bare p50, ``p50/bare`` and ``p99/bare`` the latency ratios. Lookups refused by admission
 (RESOURCE_EXHAUSTED) are counted apart from errors; the caller then waits its retry hint.
+Latency is also split by whether the cascade verified a candidate of the lookup (local-feature
+verification of close calls) or not (an unrelated upload with no candidate in the band).
 
     python -m tools.bench_service                 # concurrency 1, 8, 32; 5 s per level
     python -m tools.bench_service --duration 3 --concurrency 1,4 --json
@@ -55,8 +57,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(data_dir: Path, batching: bool, timeout: float) -> tuple[subprocess.Popen, str]:
-    """A `dedup serve` subprocess serving the demo bank; returns once it is SERVING."""
+def start_server(data_dir: Path, batching: bool, timeout: float,
+                 config: str | None = None) -> tuple[subprocess.Popen, str]:
+    """A `dedup serve` subprocess serving the demo bank (or ``config``'s); returns once it is
+    SERVING."""
     from dedup.client import DedupClient
 
     port = _free_port()
@@ -64,6 +68,8 @@ def start_server(data_dir: Path, batching: bool, timeout: float) -> tuple[subpro
            str(port), "--no-metrics", "--log-level", "WARNING"]
     if not batching:
         cmd.append("--no-batching")
+    if config:
+        cmd += ["--config", str(Path(config).resolve())]
     env = dict(os.environ, DEDUP_AUTH_TOKENS=f"{TOKEN}:reader", PYTHONPATH=str(REPO))
     log = open(data_dir.parent / f"server-{port}.log", "wb")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)
@@ -88,6 +94,7 @@ async def load(target: str, images: list[bytes], concurrency: int, duration: flo
 
     md = (("authorization", f"Bearer {TOKEN}"),)
     latencies: list[float] = []
+    verified: list[bool] = []  # per answered lookup: did the cascade verify a neighbour
     errors = refused = 0
     async with grpc.aio.insecure_channel(target) as ch:
         stub = dedup_pb2_grpc.DedupStub(ch)
@@ -102,8 +109,9 @@ async def load(target: str, images: list[bytes], concurrency: int, duration: flo
                 t0 = time.perf_counter()
                 call = stub.Lookup(req, metadata=md, timeout=30)
                 try:
-                    await call
+                    resp = await call
                     latencies.append(time.perf_counter() - t0)
+                    verified.append(any(n.verified for n in resp.neighbors))
                 except grpc.aio.AioRpcError as e:
                     if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                         errors += 1
@@ -117,20 +125,33 @@ async def load(target: str, images: list[bytes], concurrency: int, duration: flo
         await asyncio.gather(*(caller(k) for k in range(concurrency)))
         wall = time.perf_counter() - t0
     lat = np.asarray(latencies) * 1000
+    ver = np.asarray(verified, dtype=bool)
     return {"concurrency": concurrency, "requests": len(latencies), "errors": errors,
             "refused": refused,
             "qps": len(latencies) / wall,
             **{f"p{q}_ms": float(np.percentile(lat, q)) if lat.size else float("nan")
-               for q in (50, 95, 99)}}
+               for q in (50, 95, 99)},
+            # lookups whose candidates the cascade verified (local features) and those it did
+            # not (no candidate in a verifying space's band: most unrelated uploads)
+            "verified": _split(lat[ver]) if lat.size else _split(lat),
+            "unverified": _split(lat[~ver]) if lat.size else _split(lat)}
 
 
-def bare_library(data_dir: Path, images: list[bytes], n: int) -> dict:
+def _split(lat_ms: np.ndarray) -> dict:
+    return {"n": int(lat_ms.size),
+            **{f"p{q}_ms": float(np.percentile(lat_ms, q)) if lat_ms.size else float("nan")
+               for q in (50, 99)}}
+
+
+def bare_library(data_dir: Path, images: list[bytes], n: int, config: str | None = None) -> dict:
     """Engine.lookup of one item in-process (no gRPC): the floor the service is compared to."""
     from dedup.config import load_config
     from dedup.engine import Engine
     from dedup.types import Item
 
-    with Engine.open(load_config(None, demo=True, data_dir=str(data_dir))) as engine:
+    cfg = load_config(config, data_dir=str(data_dir)) if config else \
+        load_config(None, demo=True, data_dir=str(data_dir))
+    with Engine.open(cfg) as engine:
         engine.lookup([Item(image=images[0])])
         lat = []
         for i in range(n):
@@ -148,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per level")
     p.add_argument("--bare-n", type=int, default=50, help="bare library calls to time")
     p.add_argument("--start-timeout", type=float, default=300.0)
+    p.add_argument("--config", default=None,
+                   help="serve this TOML config (it should set demo = true) instead of the demo")
+    p.add_argument("--modes", default="batched,unbatched", help="comma-separated")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     levels = [int(x) for x in args.concurrency.split(",")]
@@ -156,14 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dedup-bench-") as tmp:
         data_dir = Path(tmp) / "data"
         for mode, batching in (("batched", True), ("unbatched", False)):
-            proc, target = start_server(data_dir, batching, args.start_timeout)
+            if mode not in args.modes.split(","):
+                continue
+            proc, target = start_server(data_dir, batching, args.start_timeout, args.config)
             try:
                 report["modes"][mode] = [asyncio.run(load(target, images, c, args.duration))
                                          for c in levels]
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(60)
-        report["bare"] = bare_library(data_dir, images, args.bare_n)
+        report["bare"] = bare_library(data_dir, images, args.bare_n, args.config)
     bare_p50, bare_p99 = report["bare"]["p50_ms"], report["bare"]["p99_ms"]
     report["bare"]["items_s"] = 1000 / bare_p50
     for rows in report["modes"].values():
@@ -184,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} "
                   f"{r['p50_vs_bare']:>8.2f} {r['p99_vs_bare']:>8.2f} {r['refused']:>7} "
                   f"{r['errors']:>6}")
+    print("split by the cascade's verification (local features on candidates in its band):")
+    for mode, rows in report["modes"].items():
+        for r in rows:
+            v, u = r["verified"], r["unverified"]
+            print(f"{mode:<10} {r['concurrency']:>4}  verified n={v['n']} p50 {v['p50_ms']:.1f} "
+                  f"p99 {v['p99_ms']:.1f} ms; not verified n={u['n']} p50 {u['p50_ms']:.1f} "
+                  f"p99 {u['p99_ms']:.1f} ms")
     return 0
 
 

@@ -139,6 +139,7 @@ threshold = 0.682
 
 [batcher]
 max_queue_delay_ms = 0.0
+max_inflight = 1
 """
 
 
