@@ -233,6 +233,8 @@ def test_arrivals_past_the_queue_budget_are_refused_at_once_with_a_retry_hint(po
     assert [r for r, _ in admitted] == [[2], [4]]
     assert all(s < 0.02 for _, s in shed)  # answered at once, not after queueing
     assert all(e.retry_after_s and e.retry_after_s > 0 for e, _ in shed)
+    # Callers refused together are told different times, so they do not all come back at once.
+    assert len({round(e.retry_after_s, 6) for e, _ in shed}) > 1
     assert all(s < 0.5 for _, s in admitted)
     computed = {x for batch in rec.batches for x in batch}
     assert computed == {0, 1, 2}  # refused work is never computed

@@ -3,15 +3,20 @@
     python -m tools.bench_text                       # 100k seeds, concurrency 1 and 8
     python -m tools.bench_text --seeds 20000 --lookups 200 --json
     python -m tools.bench_text --data-dir /tmp/tb    # keep the store; a rerun skips the adds
+    python -m tools.bench_text --data-dir /tmp/tb --factory exact --answers exact.json
 
 The server runs the text cascade (``text:exact``, ``text:minhash``, ``text:minilm-l6``; any
 comma list with ``--spaces``). Seeds are distinct texts of 40-400 characters made from the
 benchmark corpus (``tools.eval.textsources``): corpus texts, then sentences of different texts
 recombined (seeded) until there are enough. They go in with bulk ``AddSeeds`` calls of 64.
 Lookups are edited copies of seeds and edited unrelated texts (``tools.eval.textedits``),
-one text per Lookup. The server verifies with the containment verifier in its cascade, as the
-shipped config does (``dedup/thresholds.toml``); the same verifier is also timed in process on
-each lookup's returned neighbours (``verifier``), the share of the latency it takes.
+one text per Lookup; a caller refused by admission waits the retry hint and asks again, its
+latency counted from the first attempt. ``--factory exact`` searches every space exactly at any
+size (``auto``, as shipped, puts MiniLM on IVF from 100k); ``--answers`` keeps each lookup's
+neighbours, so two runs can be compared. The server verifies with the containment verifier in
+its cascade, as the shipped config does (``dedup/thresholds.toml``); the same verifier is also
+timed in process on each lookup's returned neighbours (``verifier``), the share of the latency
+it takes.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+import random
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -29,6 +30,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _MIN_RETRY_S = 0.005  # a retry hint shorter than this is noise
+# Hints are spread over [t, (1 + _JITTER) t]: callers refused at the same moment would
+# otherwise all come back at the same moment and be refused together again.
+_JITTER = 0.5
+
+
+def _hint(seconds: float) -> float:
+    """The retry hint for a refusal whose queue drains in about ``seconds``."""
+    return max(_MIN_RETRY_S, seconds) * (1.0 + _JITTER * random.random())
 
 
 class ServiceTimes:
@@ -215,19 +224,19 @@ class MicroBatcher(Generic[T, R]):
         if self.queued_items + n > self.max_queue:
             self.refused += 1
             raise Overloaded(f"lookup queue full ({self.queued_items} items waiting)",
-                             retry_after_s=max(_MIN_RETRY_S, waiting - budget))
+                             retry_after_s=_hint(waiting - budget))
         if timeout is not None and done > timeout:
             self.refused += 1
             raise Overloaded(
                 f"cannot answer within the deadline: {timeout * 1e3:.0f} ms left, about "
                 f"{done * 1e3:.0f} ms needed at the current load",
-                retry_after_s=max(_MIN_RETRY_S, done - timeout))
+                retry_after_s=_hint(done - timeout))
         if waiting > budget:
             self.refused += 1
             raise Overloaded(
                 f"at capacity: about {waiting * 1e3:.0f} ms of work queued ahead, the budget "
                 f"is {budget * 1e3:.0f} ms; retry later",
-                retry_after_s=max(_MIN_RETRY_S, waiting - budget))
+                retry_after_s=_hint(waiting - budget))
         self._reserved += n
         return Reservation(self, n, None if timeout is None else now + timeout)
 
@@ -319,7 +328,7 @@ class MicroBatcher(Generic[T, R]):
                 self.refused += 1
                 entry.future.set_exception(Overloaded(
                     "cannot answer within the deadline at the current load; retry later",
-                    retry_after_s=max(_MIN_RETRY_S, self.estimate(0, now)[0])))
+                    retry_after_s=_hint(self.estimate(0, now)[0])))
                 continue
             batch.append(entry)
             n += len(entry.items)
