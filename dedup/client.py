@@ -90,7 +90,7 @@ class DedupClient:
         self.close()
 
     def _call(self, method: str, request, timeout: float | None = None, request_id: str | None = None):
-        md = self._metadata + ((("x-request-id", request_id),) if request_id else ())
+        md = self._metadata + (((convert.REQUEST_ID_KEY, request_id),) if request_id else ())
         try:
             return getattr(self._stub, method)(
                 request, metadata=md, timeout=timeout if timeout is not None else self.timeout)

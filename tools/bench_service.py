@@ -133,8 +133,7 @@ async def load(target: str, images: list[bytes], concurrency: int, duration: flo
                for q in (50, 95, 99)},
             # lookups whose candidates the cascade verified (local features) and those it did
             # not (no candidate in a verifying space's band: most unrelated uploads)
-            "verified": _split(lat[ver]) if lat.size else _split(lat),
-            "unverified": _split(lat[~ver]) if lat.size else _split(lat)}
+            "verified": _split(lat[ver]), "unverified": _split(lat[~ver])}
 
 
 def _split(lat_ms: np.ndarray) -> dict:

@@ -58,6 +58,9 @@ _CODE_ERRORS: dict[grpc.StatusCode, type[DedupError]] = {
 # Trailing metadata naming the error class, so a client rebuilds the exact typed error where
 # several classes share one status code (ModelMismatch and SnapshotError: FAILED_PRECONDITION).
 ERROR_KIND_KEY = "dedup-error"
+# A caller's request id (or one made up), echoed in the response's headers on success and in its
+# trailers on failure, and logged with the call.
+REQUEST_ID_KEY = "x-request-id"
 
 
 def status_for(error: BaseException, request_id: str = "") -> tuple[grpc.StatusCode, str]:

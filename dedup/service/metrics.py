@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from dedup.service.convert import REQUEST_ID_KEY
+
 if TYPE_CHECKING:
     from dedup.shadow import ShadowTally
     from dedup.types import EngineStats
@@ -198,7 +200,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         level = logging.DEBUG if method.startswith("/grpc.health.") else logging.INFO
 
         async def measured(request, context):
-            rid = str(metadata.get("x-request-id") or uuid.uuid4().hex[:16])
+            rid = str(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16])
             start = time.perf_counter()
             m.requests.labels(name).inc()
             m.in_flight.inc()
@@ -209,7 +211,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                 # Echoed once the call succeeded: headers sent earlier would commit the call,
                 # and gRPC retries (a refused lookup, after its pushback) only uncommitted ones.
                 # A failed call carries the id in its trailers (servicer._rpc).
-                await context.send_initial_metadata((("x-request-id", rid),))
+                await context.send_initial_metadata(((REQUEST_ID_KEY, rid),))
                 return response
             except asyncio.CancelledError:  # the client went away or its deadline passed
                 remaining = context.time_remaining()

@@ -55,7 +55,7 @@ def _rpc(method):
             kind = convert.error_kind(e)
             trailing = ((convert.ERROR_KIND_KEY, kind),) if kind else ()
             trailing += convert.retry_metadata(e, code, message)  # refused: when to retry
-            trailing += (("x-request-id", rid),) if rid else ()
+            trailing += ((convert.REQUEST_ID_KEY, rid),) if rid else ()
             if trailing:
                 context.set_trailing_metadata(trailing)
             await context.abort(code, message)
