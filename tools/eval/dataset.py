@@ -558,6 +558,9 @@ NEAR_DUP_VERSION = "nd1"
 NEAR_DUP_K = 10
 NEAR_DUP_INLIERS = 25
 NEAR_DUP_COSINE = 0.95
+# The SIFT settings the "nd1" groups were computed with, pinned: tuning the verification stage
+# (dedup.verify.geometric) must not change which pictures the benchmark holds.
+NEAR_DUP_SIFT = {"max_keypoints": 512, "max_side": 512, "contrast": 0.04}
 
 
 def near_duplicate_groups(pictures: list[Picture]) -> dict:
@@ -577,7 +580,7 @@ def near_duplicate_groups(pictures: list[Picture]) -> dict:
     k = min(NEAR_DUP_K, len(pictures) - 1)
     nn = np.argpartition(-sims, k, axis=1)[:, :k]
     pairs = {(min(i, int(j)), max(i, int(j))) for i in range(len(pictures)) for j in nn[i]}
-    feats = [G.extract(im) for im in images]
+    feats = [G.extract(im, **NEAR_DUP_SIFT) for im in images]
     parent = list(range(len(pictures)))
 
     def root(i: int) -> int:
