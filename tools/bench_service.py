@@ -129,17 +129,17 @@ async def load(target: str, images: list[bytes], concurrency: int, duration: flo
     return {"concurrency": concurrency, "requests": len(latencies), "errors": errors,
             "refused": refused,
             "qps": len(latencies) / wall,
-            **{f"p{q}_ms": float(np.percentile(lat, q)) if lat.size else float("nan")
-               for q in (50, 95, 99)},
+            **_percentiles(lat, (50, 95, 99)),
             # lookups whose candidates the cascade verified (local features) and those it did
             # not (no candidate in a verifying space's band: most unrelated uploads)
-            "verified": _split(lat[ver]), "unverified": _split(lat[~ver])}
+            "verified": {"n": int(ver.sum()), **_percentiles(lat[ver], (50, 99))},
+            "unverified": {"n": int((~ver).sum()), **_percentiles(lat[~ver], (50, 99))}}
 
 
-def _split(lat_ms: np.ndarray) -> dict:
-    return {"n": int(lat_ms.size),
-            **{f"p{q}_ms": float(np.percentile(lat_ms, q)) if lat_ms.size else float("nan")
-               for q in (50, 99)}}
+def _percentiles(lat_ms: np.ndarray, qs: tuple[int, ...]) -> dict:
+    """{"p50_ms": ..., ...} of ``lat_ms`` (NaN when there is none)."""
+    return {f"p{q}_ms": float(np.percentile(lat_ms, q)) if lat_ms.size else float("nan")
+            for q in qs}
 
 
 def bare_library(data_dir: Path, images: list[bytes], n: int, config: str | None = None) -> dict:

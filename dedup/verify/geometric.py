@@ -81,7 +81,7 @@ from dedup.errors import InvalidArgument
 
 MAX_SIDE = 512          # longer side features are extracted at (pixels)
 MAX_KEYPOINTS = 512     # kept per image, spread over a GRID x GRID grid
-CONTRAST = 0.01         # SIFT's contrast threshold (OpenCV's default 0.04): see below
+CONTRAST = 0.01         # SIFT's contrast threshold (OpenCV's default 0.04): module docstring
 GRID = 4
 RATIO = 0.8             # Lowe's ratio test on descriptor distances
 RANSAC_THRESHOLD = 0.012  # reprojection threshold, fraction of the seed's longer side
