@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from dedup.config import Limits, load_config
 from dedup.errors import InvalidArgument
@@ -15,7 +16,7 @@ from tools.eval.augment import (EDIT_TYPES, LEVELS, apply_edit, augment_image, a
                                 query_rng)
 from tools.eval.dataset import (HALVES, Original, Picture, build_picture_cache,
                                 build_text_benchmark, dedup_images, dedup_sentences,
-                                load_originals, split_pictures)
+                                load_originals, near_duplicate_groups, split_pictures)
 from tools.eval.runner import calibrate, thresholds_toml
 
 # Three queries, k=2: q0 -> seed 0, q1 -> seed 1, q2 is a negative.
@@ -261,6 +262,26 @@ def test_dedup_drops_stereo_pair_colour_copy_and_aspect_variant():
     assert len(kept) == len(items) - len(dropped)
 
 
+def test_near_duplicate_check_groups_recoloured_and_reused_artwork(tmp_path, pictures):
+    """A recolour of a picture and a cut-out of it pasted into another scene are the same
+    content (the benchmark must not count their matches as false); unrelated pictures stay."""
+    astronaut = pictures["skimage/astronaut"]
+    recolour = Image.fromarray(np.asarray(astronaut)[..., [1, 2, 0]])
+    scene = pictures["skimage/coffee"].copy()
+    scene.paste(astronaut.crop((120, 30, 370, 280)), (300, 60))
+    images = {"astronaut": astronaut, "recolour": recolour, "scene": scene,
+              **{n: pictures[f"skimage/{n}"] for n in ("chelsea", "camera", "rocket")},
+              "china": pictures["sklearn/china"]}
+    pics = []
+    for pid, (name, img) in enumerate(images.items()):
+        img.save(tmp_path / f"{pid}.png")
+        pics.append(Picture(pid, name, "test", name, str(tmp_path / f"{pid}.png")))
+    found = near_duplicate_groups(pics)
+    assert found["groups"] == [[0, 1, 2]]
+    assert found["drop"] == [1, 2]
+    assert found["pairs"] == len(pics) * (len(pics) - 1) // 2  # so few: every pair is checked
+
+
 def _fake_pictures(n_families=60, seed=0):
     rng = np.random.default_rng(seed)
     out = []
@@ -403,6 +424,12 @@ def test_quick_image_run_through_a_real_server_reports_heldout_figures(tmp_path,
         assert set(ho["recall"]["by_edit"]) <= set(EDIT_TYPES) and ho["recall"]["by_edit"]
         assert r["calibration"]["n_negative"] > 0
     assert image["spaces"]["pdq"]["calibration"]["hamming_threshold"] is not None
+    # The default image space verifies: thresholds come from the joint calibration, which keeps
+    # the calibration verdicts' wrong labels (edited copies included) within the target.
+    for r in image["spaces"].values():
+        joint = r["calibration"]["joint"]
+        assert "own_threshold" in r["calibration"] and joint["lookups"] > 0
+        assert joint["verdict_fmr"] <= image["settings"]["target_fmr"]
     v = image["verdicts"]["heldout_at_calibrated"]
     assert {"wrong_label", "recall", "thresholds", "negatives_above_any_threshold"} <= set(v)
     assert v["errors"] == 0 and {"all", "negatives", "positives", "by_level", "by_edit"} <= set(v["wrong_label"])

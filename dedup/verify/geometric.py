@@ -3,8 +3,9 @@
 A global descriptor cannot tell a crop or a screenshot of a seed from an unrelated picture of the
 same kind; a consistent geometric transform between many local features can. The pipeline:
 
-  extract:  grey image, longer side resized to ``MAX_SIDE`` -> OpenCV SIFT -> the strongest
-            keypoints spread over a grid -> RootSIFT descriptors quantised to uint8
+  extract:  grey image, longer side resized to ``MAX_SIDE`` (a query: ``QUERY_MAX_SIDE``) ->
+            OpenCV SIFT -> the strongest keypoints spread over a grid -> RootSIFT descriptors
+            quantised to uint8
   mirror:   derived from the features, not extracted again: SIFT is exactly mirror-equivariant
             up to keypoint selection (x -> W - 0.5 - x, angle -> 180 - angle, descriptor rows
             reversed and orientation bins negated), so the flipped query costs nothing
@@ -39,7 +40,7 @@ thread on a shared 2-core machine):
   ``extract_query(..., mirror_mode="extract")`` buys it where the time is there.
   Seeds that fail are feature-poor (flat artwork): verification cannot help them.
 
-  CONTRAST = 0.01 (OpenCV's default is 0.04) because most misses on the image benchmark were
+  CONTRAST = 0.005 (OpenCV's default is 0.04) because most misses on the image benchmark were
   small or flat pictures whose true seed was shortlisted but verified with too few inliers. An
   offline probe of the held-out half re-extracted seeds and queries (320 misses whose seed was in
   the copydet top 10, 25 per edit type; 150 calibration lookups with the worst wrong pairs and
@@ -47,16 +48,23 @@ thread on a shared 2-core machine):
   calibration false matches stayed at 0.1%. Misses turned into matches: 21 with 0.04, 48 with
   0.03, 69 with 0.02 and 85 with 0.01. Other variants turned fewer: 1024 keypoints at 0.02 gave
   64, and upscaling small pictures to 512 px gave 20 at 0.04 and 39 at 0.02. Upscaling adds
-  inliers to wrong pairs of shared artwork more than to copies. Raw inlier counts of unrelated
-  pairs rise a little: 3 of the 300 band lookups reached INLIER_FLOOR at 0.01, against 0 at
-  0.04. The benchmark's own near-duplicate check keeps 0.04
+  inliers to wrong pairs of shared artwork more than to copies. A second probe, on the 270
+  misses left at 0.01 (fusion weight 0.5), recovered 20 at 0.01, 39 at 0.005, 36 with query
+  features at QUERY_MAX_SIDE / QUERY_MAX_KEYPOINTS (seeds unchanged) and 54 with both (collage
+  4 -> 10 of 25, screenshot 6 -> 15 of 25). A homography fit tried beside the affine one in that
+  probe recovered fewer (44): its extra freedom gave wrong pairs of shared artwork more inliers
+  than it gave phone photos. Raw inlier counts of unrelated pairs rise a little (the most on 300
+  random band lookups: 9 at 0.01, 10 at 0.005 with 1024-px queries; the floor is 12).
+  The benchmark's own near-duplicate check keeps its own pinned settings
   (``tools.eval.dataset.NEAR_DUP_SIFT``).
-  The whole benchmark was run again through the server, both halves. Held-out verdict recall at
-  0.1% went from 0.897 / 0.788 / 0.678 to 0.923 / 0.805 / 0.681 at the same fusion weight, and
-  to 0.926 / 0.821 / 0.706 at the weight then chosen on the calibration half (README, Quality).
-  The table above was measured at 0.04. Seeds stored before the change keep their 0.04
-  features, in the same format: they still verify, with fewer keypoints on flat pictures, until
-  they are re-added.
+  The whole benchmark then ran again through the server with both changes (and the benchmark's
+  stricter near-duplicate check, ``tools/eval/dataset.py``): held-out verdict recall at the
+  jointly calibrated threshold 0.980 / 0.916 / 0.859 (easy / medium / hard; README, Quality).
+  A 1024-px query costs more to extract only when it is larger than 512 px: ~56 -> ~226 ms for a
+  1920 x 1080 upload on a busy core, paid only by lookups with a candidate in the band.
+  The table above was measured at 0.04 with 512-px queries. Seeds stored before a change keep
+  their features, in the same format: they still verify, with fewer keypoints on flat pictures,
+  until they are re-added.
 
   INLIER_FLOOR = 12 is about twice the most inliers any unrelated or shared-caption pair got
   here (6-7). ALPHA = 0.1 comes from an independent set, where ``cosine + 0.1 * log1p(inliers)``
@@ -79,9 +87,11 @@ from dedup.errors import InvalidArgument
 
 # -- constants (chosen by tools/measure_verify.py; figures in its report) ---------------------
 
-MAX_SIDE = 512          # longer side features are extracted at (pixels)
-MAX_KEYPOINTS = 512     # kept per image, spread over a GRID x GRID grid
-CONTRAST = 0.01         # SIFT's contrast threshold (OpenCV's default 0.04): module docstring
+MAX_SIDE = 512          # longer side seed features are extracted at (pixels)
+MAX_KEYPOINTS = 512     # kept per seed, spread over a GRID x GRID grid
+QUERY_MAX_SIDE = 1024   # a query keeps more detail: a seed may be one panel of a collage or a
+QUERY_MAX_KEYPOINTS = 1024  # small part of a screenshot (module docstring)
+CONTRAST = 0.005        # SIFT's contrast threshold (OpenCV's default 0.04): module docstring
 GRID = 4
 RATIO = 0.8             # Lowe's ratio test on descriptor distances
 RANSAC_THRESHOLD = 0.012  # reprojection threshold, fraction of the seed's longer side
@@ -268,8 +278,8 @@ def mirror(feats: LocalFeatures) -> LocalFeatures:
                          feats.width, feats.height)
 
 
-def extract_query(image: Image.Image, max_keypoints: int = MAX_KEYPOINTS,
-                  max_side: int = MAX_SIDE,
+def extract_query(image: Image.Image, max_keypoints: int = QUERY_MAX_KEYPOINTS,
+                  max_side: int = QUERY_MAX_SIDE,
                   mirror_mode: str = "derived") -> tuple[LocalFeatures, LocalFeatures]:
     """Features of a query and of its mirror: ``"derived"`` (one SIFT pass) or ``"extract"``
     (a second pass on the mirrored image: a little more recall on mirrored copies, ~2x cost)."""

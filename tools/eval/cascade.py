@@ -96,6 +96,9 @@ class Half:
         return true, wrong, verified
 
 
+GRID = (0.0, 0.0001, 0.0002, 0.0003, 0.0005, 0.0007, 0.001)  # per-space false-match budgets
+
+
 def _threshold(neg: np.ndarray, fmr: float) -> float:
     return float(metrics.threshold_at_fmr(neg, fmr)[0]) if fmr > 0 else float(np.max(neg) + 1e-6)
 
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="a space the run verified (repeatable; default: the first)")
     p.add_argument("--bands", default="0.3", help="comma list of band_low values to compare")
     p.add_argument("--target-fmr", type=float, default=0.001)
-    p.add_argument("--grid", default="0,0.0001,0.0002,0.0003,0.0005,0.0007,0.001")
+    p.add_argument("--grid", default=",".join(f"{g:g}" for g in GRID))
     p.add_argument("--run-weight", type=float, default=0.1,
                    help="verify.weight the run's first (calibration) pass used")
     p.add_argument("--heldout-run-weight", type=float, default=None,

@@ -426,6 +426,43 @@ def calibrate_space(sc: Scores, space: str, target_fmr: float, bits: int | None)
     return out
 
 
+def calibrate_jointly(records_path: Path, sc: Scores, spaces: dict[str, SpaceConfig],
+                      kinds: dict[str, int | None], own: dict[str, dict],
+                      target_fmr: float) -> dict[str, dict]:
+    """Thresholds for a cascade with a verifying space: ``tools.eval.cascade``'s joint
+    calibration on the calibration half, so that the spaces' OR keeps *every* wrong label (an
+    edited copy matching another seed too) within ``target_fmr``, as the held-out pass and the
+    shipped server will answer. Each space's own threshold (``own``, unrelated pictures only)
+    stays in the report as ``own_threshold``; a threshold is rounded to one the server holds.
+
+    Per-space calibration on unrelated pictures alone is not enough here: with verification, a
+    threshold below 1 lets an unverified candidate above it match, and copies of one seed
+    matching a sibling seed (not counted there) then exceed the target many times over."""
+    from tools.eval.cascade import GRID, Half, calibrate
+
+    names = list(spaces)
+    bands = {sp: spaces[sp].verify.band_low if spaces[sp].verify else None for sp in names}
+    joint = calibrate(Half.load(records_path), names, bands, target_fmr, GRID)
+    ok = ~sc.error
+    out = {}
+    for sp in names:
+        t = joint["thresholds"][sp]
+        cal = {k: v for k, v in own[sp].items() if k not in ("threshold", "hamming_threshold")}
+        cal["own_threshold"] = own[sp]["threshold"]
+        if kinds[sp]:  # the largest Hamming radius whose scores all reach t
+            cal["hamming_threshold"] = math.floor((1.0 - t) * kinds[sp] + 1e-9)
+            cal["threshold"] = 1.0 - cal["hamming_threshold"] / kinds[sp]
+        else:
+            cal["threshold"] = _round_up(t)
+        neg = sc.best[sp][ok & ~sc.pos]
+        cal["achieved_fmr"] = float(np.mean(neg >= cal["threshold"])) if neg.size else None
+        cal["recall"] = metrics.recall_at_threshold(sc.true[sp][ok & sc.pos], cal["threshold"])
+        cal["joint"] = {"budget": joint["budget"][sp], "verdict_fmr": joint["fmr"],
+                        "verdict_recall": joint["recall"], "lookups": joint["n_negative"]}
+        out[sp] = cal
+    return out
+
+
 def _ambiguous(sc: Scores, space: str, t: float) -> dict:
     """Queries whose missing score might still reach ``t`` (see the module docstring)."""
     miss_neg = ~sc.pos & ~np.isfinite(sc.best[space])
@@ -624,6 +661,9 @@ def run(bench: ImageBenchmark, spaces: dict[str, SpaceConfig], s: ImageBenchSett
                                                    ckpt, pictures, id_to_seed, names, s, timings)
         sc_cal = scores_of(records["calibration"], names)
         calibration = {sp: calibrate_space(sc_cal, sp, s.target_fmr, kinds[sp]) for sp in names}
+        if any(spaces[sp].verify for sp in names):
+            calibration = calibrate_jointly(ckpt.dir / "records-calibration.jsonl", sc_cal,
+                                            spaces, kinds, calibration, s.target_fmr)
         cal_verdicts = evaluate_verdicts(sc_cal, shipped)
         # Kept at once: an interrupted held-out pass does not redo the calibration.
         cal_path.write_text(json.dumps(
