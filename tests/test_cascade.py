@@ -130,3 +130,27 @@ def test_containment_needs_its_own_threshold():
         VerifyConfig(method="containment", band_low=0.0)
     with pytest.raises(ValueError, match="drop verify.threshold"):
         VerifyConfig(method="geometric", band_low=0.5, threshold=0.7)
+
+
+def test_a_panel_in_a_row_of_three_matches_through_its_crop_and_verification(
+        tmp_path, skimage_images):
+    """The shipped image space: a seed that is the middle panel of a three-panel row is
+    shortlisted by the row's own thirds and then verified; the other seed stays unmatched."""
+    from dedup.config import default_spaces
+
+    space = default_spaces()["image:copydet-lite0"]
+    spaces = {"image:copydet-lite0": space.model_dump()}
+    with Engine.open(load_config(None, data_dir=str(tmp_path / "data"), spaces=spaces)) as eng:
+        [(sid, _)] = eng.add_seeds([Item(image=png(skimage_images["coffee"]))], [SCAM])
+        eng.add_seeds([Item(image=png(skimage_images["astronaut"]))], [TERROR])
+        row = Image.new("RGB", (3 * 384, 384), (255, 255, 255))
+        for k, name in enumerate(("rocket", "coffee", "camera")):
+            row.paste(skimage_images[name].convert("RGB").resize((384, 384)), (k * 384, 0))
+        buf = io.BytesIO()
+        row.save(buf, "JPEG", quality=80)
+        [r] = eng.lookup([Item(image=buf.getvalue())])
+        verdicts = {v.label: v for v in r.verdicts}
+        assert verdicts[SCAM.name].matched
+        assert TERROR.name not in verdicts or not verdicts[TERROR.name].matched
+        [n] = [n for n in r.neighbors if n.seed_id == sid]
+        assert n.verified == "geometric" and n.score >= space.threshold

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 
 from dedup.embed import create_embedder
-from dedup.embed.copydet import REGIONS, SPACE, CopyDetEmbedder, weights_path
+from dedup.embed.copydet import REGIONS, SPACE, CopyDetEmbedder, panel_crops, weights_path
 from dedup.errors import InvalidArgument
 
 pytestmark = pytest.mark.slow
@@ -86,6 +86,27 @@ def test_a_region_finds_the_seed_inside_a_collage(emb, skimage_images):
     # the left half is the astronaut, the right half the coffee
     assert regions[1] @ seeds[0] > regions[1] @ seeds[1]
     assert regions[2] @ seeds[1] > regions[2] @ seeds[0]
+
+
+def test_each_panel_of_a_row_of_three_is_found_by_its_own_crop(emb, skimage_images):
+    """Three panels side by side, squashed into one square input, leave each too few pixels for
+    the regions; the thirds, embedded on their own, find every seed. A column works the same;
+    a picture of ordinary shape is not cut."""
+    names = ("astronaut", "coffee", "chelsea")
+    seeds = emb.embed_images([skimage_images[n] for n in names])
+    row = Image.new("RGB", (3 * 384 + 16, 384), (0, 0, 0))
+    for k, name in enumerate(names):
+        row.paste(skimage_images[name].resize((384, 384)), (4 + k * 388, 0))
+    column = row.transpose(Image.Transpose.ROTATE_90)
+    regions = emb.embed_regions([row])[0]
+    for picture in (row, column):
+        vecs, owner = emb.embed_panels([picture, skimage_images["camera"]])
+        assert len(vecs) == len(panel_crops(picture)) == 5 and (owner == 0).all()
+        assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+        if picture is row:
+            best = (vecs @ seeds.T).max(0)
+            assert (best > 0.9).all() and (best > (regions @ seeds.T).max(0) + 0.3).all(), best
+    assert panel_crops(skimage_images["coffee"]) == []  # 600 x 400: not a row of panels
 
 
 def test_batches_equal_single_items(skimage_images):

@@ -182,7 +182,12 @@ def _embed_images(name: str, space: Space, items: Sequence[Prepared], result: Em
     if query and space.config.query_regions and hasattr(emb, "embed_regions"):
         regions = emb.embed_regions(images)  # (n, R, dim): the whole picture first
         n, r, _ = regions.shape
-        return regions.reshape(n * r, -1), np.repeat(rows, r)
+        vectors, vec_rows = regions.reshape(n * r, -1), np.repeat(rows, r)
+        if hasattr(emb, "embed_panels"):  # wide or tall pictures: their panels on their own
+            panels, owner = emb.embed_panels(images)
+            vectors = np.concatenate([vectors, panels])
+            vec_rows = np.concatenate([vec_rows, rows[owner]])
+        return np.ascontiguousarray(vectors), vec_rows
     if not hasattr(emb, "embed_views"):
         return emb.embed_images(images), rows
     views: Views = emb.embed_views(images)

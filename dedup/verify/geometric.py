@@ -59,7 +59,8 @@ thread on a shared 2-core machine):
   (``tools.eval.dataset.NEAR_DUP_SIFT``).
   The whole benchmark then ran again through the server with both changes (and the benchmark's
   stricter near-duplicate check, ``tools/eval/dataset.py``): held-out verdict recall at the
-  jointly calibrated threshold 0.980 / 0.916 / 0.859 (easy / medium / hard; README, Quality).
+  jointly calibrated threshold 0.980 / 0.916 / 0.859 (easy / medium / hard), before collage
+  panels were embedded on their own (README, Quality, has the shipped figures).
   A 1024-px query costs more to extract only when it is larger than 512 px: ~56 -> ~226 ms for a
   1920 x 1080 upload on a busy core, paid only by lookups with a candidate in the band.
   The table above was measured at 0.04 with 512-px queries. Seeds stored before a change keep
