@@ -185,9 +185,10 @@ def _embed_images(name: str, space: Space, items: Sequence[Prepared], result: Em
         vectors, vec_rows = regions.reshape(n * r, -1), np.repeat(rows, r)
         if hasattr(emb, "embed_panels"):  # wide or tall pictures: their panels on their own
             panels, owner = emb.embed_panels(images)
-            vectors = np.concatenate([vectors, panels])
-            vec_rows = np.concatenate([vec_rows, rows[owner]])
-        return np.ascontiguousarray(vectors), vec_rows
+            if len(owner):  # most uploads have none: no copy of the region vectors then
+                vectors = np.concatenate([vectors, panels])
+                vec_rows = np.concatenate([vec_rows, rows[owner]])
+        return vectors, vec_rows
     if not hasattr(emb, "embed_views"):
         return emb.embed_images(images), rows
     views: Views = emb.embed_views(images)
