@@ -123,7 +123,9 @@ def test_killed_reembed_resumes_where_it_stopped(tmp_path, effnet):
     deadline = time.monotonic() + 300
     done = 0
     while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        # Polled often: on a quiet machine the last items follow the third within ~0.2 s, and a
+        # slower poll saw the run finish before it could be killed.
+        time.sleep(0.02)
         try:
             with SeedStore(data / "store", readonly=True) as store:
                 done = (store.reembed_progress(NEW) or {}).get("sent", 0)
