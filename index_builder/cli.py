@@ -63,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
     re.add_argument("--server", metavar="HOST:PORT",
                     help="the live service on this data dir: write through it (it is the "
                          "store's one writer); token from DEDUP_TOKEN")
+    re.add_argument("--max-rate", type=float, metavar="ITEMS_PER_S",
+                    help="cap the run's pace, so a re-embed beside the live service leaves "
+                         "its lookups their CPU (default: as fast as it goes)")
     re.add_argument("--reason", default="", help="why (kept in the op log)")
     re.add_argument("--min-recall", type=float, default=0.9)
     re.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -170,7 +173,8 @@ def _reembed(args, config, plans) -> int:
             source = target.store
         try:
             report = reembed_store(source, target, make, sc, window=args.window,
-                                   reason=args.reason, progress_bar=not args.no_progress)
+                                   reason=args.reason, progress_bar=not args.no_progress,
+                                   max_rate=args.max_rate)
             target.finish(report, {**plans, report.space: sc.index}, args.min_recall)
         finally:
             if source is not getattr(target, "store", None):

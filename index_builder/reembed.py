@@ -350,11 +350,15 @@ def _timed(report: ReembedReport, stage: str):
 def reembed_store(source: SeedStore, target: Target, runner_factory, sc: SpaceConfig,
                   window: int = 2048, reason: str = "", max_rejects_kept: int = 100_000,
                   progress_bar: bool = True, max_window_bytes: int = 128 << 20,
-                  ) -> ReembedReport:
+                  max_rate: float | None = None) -> ReembedReport:
     """Embed every active seed's stored content with ``sc.model`` into its own space (served
     in shadow from the start), resuming after the last window a killed run committed.
     ``source`` is read-only or the target's own store; ``runner_factory(spaces, limits)``
-    makes the embedding stage. The caller runs ``target.finish`` (train..publish)."""
+    makes the embedding stage. ``max_rate`` caps the pace (items read per second, averaged
+    from the start of this run): a re-embed on the serving machine leaves the lookups their
+    CPU. The caller runs ``target.finish`` (train..publish)."""
+    if max_rate is not None and not max_rate > 0:
+        raise InvalidArgument(f"max_rate must be above 0 items/s, got {max_rate}")
     report = ReembedReport()
     name, model_id, dtype = target.add_shadow_space(sc, reason)
     report.space, report.model_id = name, model_id
@@ -376,6 +380,7 @@ def reembed_store(source: SeedStore, target: Target, runner_factory, sc: SpaceCo
     total = _count_missing(source, name, modalities, after, rejected_ids)
     bar = tqdm(total=total, unit="item", desc=f"re-embed {name}", disable=not progress_bar,
                dynamic_ncols=True)
+    t_start = time.monotonic()  # the pace counts from here: the model is loaded
     try:
         while True:
             with _timed(report, "read"):
@@ -416,6 +421,9 @@ def reembed_store(source: SeedStore, target: Target, runner_factory, sc: SpaceCo
                 report.skipped += len(keys) - n
             if cursor is None:
                 break
+            if max_rate is not None:  # the next window waits until the pace allows it
+                with _timed(report, "throttle"):
+                    time.sleep(max(0.0, report.read / max_rate - (time.monotonic() - t_start)))
         target.write(name, model_id, np.empty(0, np.int64), np.empty((0, 0)), (
             name, {"model_id": model_id, "after": int(after), "sent": sent,
                    "rejected": rejected, "rejected_ids": rejected_ids,

@@ -132,25 +132,45 @@ def test_containment_needs_its_own_threshold():
         VerifyConfig(method="geometric", band_low=0.5, threshold=0.7)
 
 
-def test_a_panel_in_a_row_of_three_matches_through_its_crop_and_verification(
-        tmp_path, skimage_images):
-    """The shipped image space: a seed that is the middle panel of a three-panel row is
-    shortlisted by the row's own thirds and then verified; the other seed stays unmatched."""
+def _only_its_seed_matches(tmp_path, seed: Image.Image, other: Image.Image,
+                           upload: Image.Image) -> None:
+    """The shipped image space, two seeds: the JPEG ``upload`` matches ``seed``'s label through
+    a geometrically verified neighbour, and not ``other``'s."""
     from dedup.config import default_spaces
 
     space = default_spaces()["image:copydet-lite0"]
     spaces = {"image:copydet-lite0": space.model_dump()}
     with Engine.open(load_config(None, data_dir=str(tmp_path / "data"), spaces=spaces)) as eng:
-        [(sid, _)] = eng.add_seeds([Item(image=png(skimage_images["coffee"]))], [SCAM])
-        eng.add_seeds([Item(image=png(skimage_images["astronaut"]))], [TERROR])
-        row = Image.new("RGB", (3 * 384, 384), (255, 255, 255))
-        for k, name in enumerate(("rocket", "coffee", "camera")):
-            row.paste(skimage_images[name].convert("RGB").resize((384, 384)), (k * 384, 0))
+        [(sid, _)] = eng.add_seeds([Item(image=png(seed))], [SCAM])
+        eng.add_seeds([Item(image=png(other))], [TERROR])
         buf = io.BytesIO()
-        row.save(buf, "JPEG", quality=80)
+        upload.save(buf, "JPEG", quality=80)
         [r] = eng.lookup([Item(image=buf.getvalue())])
         verdicts = {v.label: v for v in r.verdicts}
         assert verdicts[SCAM.name].matched
         assert TERROR.name not in verdicts or not verdicts[TERROR.name].matched
         [n] = [n for n in r.neighbors if n.seed_id == sid]
         assert n.verified == "geometric" and n.score >= space.threshold
+
+
+def test_a_panel_in_a_row_of_three_matches_through_its_crop_and_verification(
+        tmp_path, skimage_images):
+    """A seed that is the middle panel of a three-panel row is shortlisted by the row's own
+    thirds and then verified; the other seed stays unmatched."""
+    row = Image.new("RGB", (3 * 384, 384), (255, 255, 255))
+    for k, name in enumerate(("rocket", "coffee", "camera")):
+        row.paste(skimage_images[name].convert("RGB").resize((384, 384)), (k * 384, 0))
+    _only_its_seed_matches(tmp_path, skimage_images["coffee"], skimage_images["astronaut"], row)
+
+
+def test_a_cell_of_a_grid_collage_matches_through_its_cell_and_verification(
+        tmp_path, skimage_images):
+    """A seed that is one cell of a 2x2 grid (square, so no panel crops) is shortlisted by the
+    grid's own cells (``dedup.embed.layout``) and then verified. The picture's best region (a
+    quadrant of the grid's feature map) stays below the band."""
+    gap = 6
+    grid = Image.new("RGB", (2 * 360 + 3 * gap, 2 * 300 + 3 * gap), (0, 0, 0))
+    for k, name in enumerate(("rocket", "chelsea", "coffee", "camera")):
+        tile = skimage_images[name].convert("RGB").resize((360, 300))
+        grid.paste(tile, (gap + (k % 2) * (360 + gap), gap + (k // 2) * (300 + gap)))
+    _only_its_seed_matches(tmp_path, skimage_images["rocket"], skimage_images["astronaut"], grid)

@@ -100,7 +100,7 @@ def test_each_panel_of_a_row_of_three_is_found_by_its_own_crop(emb, skimage_imag
     column = row.transpose(Image.Transpose.ROTATE_90)
     regions = emb.embed_regions([row])[0]
     for picture in (row, column):
-        vecs, owner = emb.embed_panels([picture, skimage_images["camera"]])
+        vecs, owner = emb.embed_parts([picture, skimage_images["camera"]])
         assert len(vecs) == len(panel_crops(picture)) == 5 and (owner == 0).all()
         assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
         if picture is row:

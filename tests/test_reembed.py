@@ -111,6 +111,25 @@ def test_reembed_writes_every_seed_in_the_new_space_and_serves_it_in_shadow(tmp_
         assert (shadow_op.space, shadow_op.replaces, shadow_op.actor) == (NEW, "pdq", "tester")
 
 
+def test_a_paced_reembed_keeps_to_its_rate(tmp_path):
+    make_bank(tmp_path / "d", PHOTOS[:4])
+    target = StoreTarget(tmp_path / "d")
+    try:
+        with pytest.raises(InvalidArgument):
+            reembed_store(target.store, target, runner_factory("local"), SpaceConfig(model=NEW),
+                          window=1, progress_bar=False, max_rate=0)
+        t0 = time.monotonic()
+        report = reembed_store(target.store, target, runner_factory("local"),
+                               SpaceConfig(model=NEW), window=1, progress_bar=False, max_rate=8)
+        elapsed = time.monotonic() - t0
+    finally:
+        target.close()
+    assert report.written == 4
+    # Four windows of one item at 8 items/s: the fourth starts no earlier than 3/8 s in.
+    loop = sum(report.timings[k] for k in ("read", "embed", "write", "throttle"))
+    assert report.timings["throttle"] > 0 and loop >= 0.37 and elapsed >= 0.37, report.timings
+
+
 def test_killed_reembed_resumes_where_it_stopped(tmp_path, effnet):
     data = tmp_path / "d"
     ids = make_bank(data)
@@ -118,13 +137,13 @@ def test_killed_reembed_resumes_where_it_stopped(tmp_path, effnet):
            "--model", NEW, "--engine", "local", "--window", "1", "--batch-size", "1",
            "--no-progress", "--json"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    # Paced at 4 items/s: the kill lands between windows however quick the machine is (unpaced,
+    # the last items followed the third within one 0.2 s poll on a quiet machine).
+    proc = subprocess.Popen(cmd + ["--max-rate", "4"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     done = 0
     while time.monotonic() < deadline and proc.poll() is None:
-        # Polled often: on a quiet machine the last items follow the third within ~0.2 s, and a
-        # slower poll saw the run finish before it could be killed.
         time.sleep(0.02)
         try:
             with SeedStore(data / "store", readonly=True) as store:

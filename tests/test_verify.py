@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 from dedup.errors import InvalidArgument
 from dedup.verify import geometric as G
@@ -258,6 +258,25 @@ def test_bad_arguments_are_refused(skimage_images):
     for contrast in (0.0, 1.0):
         with pytest.raises(InvalidArgument):
             G.extract(skimage_images["coffee"], contrast=contrast)
+    for coarse in (-0.1, 1.5):
+        with pytest.raises(InvalidArgument):
+            G.extract(skimage_images["coffee"], coarse=coarse)
+
+
+def test_heavily_blurred_copies_verify_through_the_coarse_keypoints(skimage_images):
+    """A copy enlarged 2x and blurred by 1.1% of its side (the benchmark's hard blur) keeps
+    only coarse structure; seeds that keep a quarter of their keypoints for their largest ones
+    verify most such copies, seeds picked by response alone (fine keypoints) far fewer."""
+    verified = {0.0: 0, G.COARSE: 0}
+    for img in skimage_images.values():
+        w, h = img.size
+        copy = img.resize((2 * w, 2 * h), Image.BICUBIC).filter(
+            ImageFilter.GaussianBlur(0.011 * 2 * max(w, h)))
+        q, qm = G.extract_query(copy)
+        for coarse in verified:
+            seed = G.from_bytes(G.to_bytes(G.extract(img, coarse=coarse)))
+            verified[coarse] += G.verify(q, seed, qm).inliers >= G.INLIER_FLOOR
+    assert verified[G.COARSE] >= 14 and verified[G.COARSE] >= verified[0.0] + 5, verified
 
 
 def test_a_small_low_contrast_picture_verifies_at_the_shipped_contrast(skimage_images):

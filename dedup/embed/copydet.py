@@ -12,7 +12,9 @@ from flipped training views, not bought with a second forward pass.
 
 ``embed_regions`` pools the same feature map over the whole picture and 8 parts (left, right,
 top and bottom halves, four quadrants) in one forward pass; the maximum similarity over a
-query's regions finds a seed that is one panel of a collage.
+query's regions finds a seed that is one panel of a collage. ``embed_parts`` embeds the parts
+``query_parts`` finds on their own (panels of a wide or tall picture, cells of a grid collage, a
+photographed screen rectified); their vectors join the regions' for a query.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from dedup.embed import layout
 from dedup.embed.base import file_digest, pick_device
 from dedup.embed.effnet import FEATURE_DIM, EfficientNetLite0, fold
 from dedup.errors import InvalidArgument
@@ -62,6 +65,20 @@ def panel_crops(img: Image.Image) -> list[Image.Image]:
             a, b = round(i * max(w, h) / n), round((i + 1) * max(w, h) / n)
             out.append(img.crop((a, 0, b, h) if w >= h else (0, a, w, b)))
     return out
+
+
+def query_parts(img: Image.Image) -> list[Image.Image]:
+    """The parts of an upload embedded on their own beside it (query side only): the panels of a
+    wide or tall picture or else the cells of a grid collage, and a photographed screen warped
+    back to a rectangle where no grid was found (``dedup.embed.layout``); none for most uploads."""
+    small = layout.grey(img)
+    panels = panel_crops(img)
+    if not panels:
+        cells = layout.grid_cells(img, small)
+        if cells:
+            return cells  # each cell is itself a rectangle: no screen to look for
+    screen = layout.screen_view(img, small)
+    return panels + ([screen] if screen is not None else [])
 
 
 def weights_path() -> Path:
@@ -218,11 +235,11 @@ class CopyDetEmbedder:
             k += len(d)
         return np.ascontiguousarray(out)
 
-    def embed_panels(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
-        """Vectors of ``panel_crops`` of each picture, (m, dim), and the picture each is of."""
+    def embed_parts(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """Vectors of ``query_parts`` of each picture, (m, dim), and the picture each is of."""
         crops, owner = [], []
         for i, img in enumerate(images):
-            parts = panel_crops(img)
+            parts = query_parts(img)
             crops += parts
             owner += [i] * len(parts)
         if not crops:

@@ -183,10 +183,10 @@ def _embed_images(name: str, space: Space, items: Sequence[Prepared], result: Em
         regions = emb.embed_regions(images)  # (n, R, dim): the whole picture first
         n, r, _ = regions.shape
         vectors, vec_rows = regions.reshape(n * r, -1), np.repeat(rows, r)
-        if hasattr(emb, "embed_panels"):  # wide or tall pictures: their panels on their own
-            panels, owner = emb.embed_panels(images)
+        if hasattr(emb, "embed_parts"):  # panels, grid cells, a photographed screen
+            parts, owner = emb.embed_parts(images)
             if len(owner):  # most uploads have none: no copy of the region vectors then
-                vectors = np.concatenate([vectors, panels])
+                vectors = np.concatenate([vectors, parts])
                 vec_rows = np.concatenate([vec_rows, rows[owner]])
         return vectors, vec_rows
     if not hasattr(emb, "embed_views"):

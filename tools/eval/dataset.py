@@ -569,7 +569,7 @@ NEAR_DUP_INLIERS = 16
 NEAR_DUP_COSINE = 0.95
 # The SIFT settings the "nd2" groups were computed with, pinned: tuning the verification stage
 # (dedup.verify.geometric) must not change which pictures the benchmark holds.
-NEAR_DUP_SIFT = {"max_keypoints": 512, "max_side": 512, "contrast": 0.01}
+NEAR_DUP_SIFT = {"max_keypoints": 512, "max_side": 512, "contrast": 0.01, "coarse": 0.0}
 
 
 def _nearest_pairs(vecs: np.ndarray, k: int) -> tuple[np.ndarray, set[tuple[int, int]]]:
