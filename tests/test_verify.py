@@ -261,6 +261,31 @@ def test_bad_arguments_are_refused(skimage_images):
     for coarse in (-0.1, 1.5):
         with pytest.raises(InvalidArgument):
             G.extract(skimage_images["coffee"], coarse=coarse)
+    for min_side in (-1, 1024):
+        with pytest.raises(InvalidArgument):
+            G.extract(skimage_images["coffee"], max_side=512, min_side=min_side)
+
+
+def test_a_small_query_is_enlarged_before_detection(skimage_images):
+    """A heavy crop arrives small (here 45% of each side, 140 px, JPEG 85): ``extract_query``
+    enlarges it to ``QUERY_MIN_SIDE`` first, and its copies verify with more inliers than
+    when detected at the size they came in."""
+    plain, enlarged = [], []
+    for img in skimage_images.values():
+        w, h = img.size
+        crop = img.crop((w // 4, h // 4, w // 4 + int(0.45 * w), h // 4 + int(0.45 * h)))
+        crop.thumbnail((140, 140))
+        crop = _jpeg(crop, 85)
+        seed = G.from_bytes(G.to_bytes(G.extract(img)))
+        q, qm = G.extract_query(crop)
+        assert max(q.width, q.height) == G.QUERY_MIN_SIDE
+        enlarged.append(G.verify(q, seed, qm).inliers)
+        q = G.extract(crop, G.QUERY_MAX_KEYPOINTS, G.QUERY_MAX_SIDE, coarse=G.QUERY_COARSE)
+        plain.append(G.verify(q, seed, G.mirror(q)).inliers)
+    plain, enlarged = np.array(plain), np.array(enlarged)
+    floor = G.INLIER_FLOOR
+    assert (enlarged >= floor).sum() >= (plain >= floor).sum() >= 15
+    assert enlarged.sum() >= 1.2 * plain.sum(), (plain, enlarged)
 
 
 def test_heavily_blurred_copies_verify_through_the_coarse_keypoints(skimage_images):

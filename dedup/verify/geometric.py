@@ -75,6 +75,13 @@ thread on a shared 2-core machine):
   6 -> 15 (1024 keypoints: 11, at twice the storage); 200 random true pairs that verified:
   177 -> 178; the 19 wrong pairs that verified: 11 -> 11 at >= 15. Same storage per seed.
 
+  QUERY_MIN_SIDE = 384: a query smaller than this is enlarged (bicubic) before detection. A
+  heavy crop arrives as small as 68 x 51 to 150 x 150 px, with 0-145 keypoints. Probe on the
+  calibration half (152 copies whose seed was in the band but not matched; 323 wrong in-band
+  pairs): copies with >= 15 inliers 9 -> 17 (512 px: 17); wrong pairs with >= 15 13 -> 13.
+  Seeds are not enlarged: an earlier probe found that it adds inliers to wrong pairs of shared
+  artwork more than to copies.
+
   INLIER_FLOOR = 12 is about twice the most inliers any unrelated or shared-caption pair got
   here (6-7). ALPHA = 0.1 comes from an independent set, where ``cosine + 0.1 * log1p(inliers)``
   over the top-10 candidates moved recall at 0.1% FMR from 1.00/0.84/0.65 to 0.96/0.85/0.94
@@ -103,6 +110,7 @@ QUERY_MAX_KEYPOINTS = 1024  # small part of a screenshot (module docstring)
 CONTRAST = 0.005        # SIFT's contrast threshold (OpenCV's default 0.04): module docstring
 COARSE = 0.25           # share of a seed's keypoints kept for its largest ones (blur survivors)
 QUERY_COARSE = 0.0      # a query's are all picked by ``_spread`` (module docstring)
+QUERY_MIN_SIDE = 384    # a smaller query is enlarged to this first (module docstring)
 GRID = 4
 RATIO = 0.8             # Lowe's ratio test on descriptor distances
 RANSAC_THRESHOLD = 0.012  # reprojection threshold, fraction of the seed's longer side
@@ -165,13 +173,16 @@ _NO_MATCH = dict(inliers=0, kind="none", scale=0.0, rotation=0.0, mirrored=False
 
 # -- extraction --------------------------------------------------------------------------------
 
-def _grey(image: Image.Image, max_side: int) -> np.ndarray:
+def _grey(image: Image.Image, max_side: int, min_side: int = 0) -> np.ndarray:
     img = image.convert("L")
     w, h = img.size
     s = max_side / max(w, h)
     if s < 1.0:
         img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR,
                          reducing_gap=2.0)
+    elif max(w, h) < min_side:
+        s = min_side / max(w, h)
+        img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
     return np.asarray(img)
 
 
@@ -262,17 +273,19 @@ def _root(desc: np.ndarray) -> np.ndarray:
 
 def extract(image: Image.Image, max_keypoints: int = MAX_KEYPOINTS,
             max_side: int = MAX_SIDE, contrast: float = CONTRAST,
-            coarse: float = COARSE) -> LocalFeatures:
+            coarse: float = COARSE, min_side: int = 0) -> LocalFeatures:
     """SIFT features of ``image``: at most ``max_keypoints`` (a ``coarse`` share of them the
-    largest), longer side at most ``max_side``, detected at SIFT contrast threshold
-    ``contrast``."""
+    largest), longer side at most ``max_side`` (and enlarged to ``min_side`` when shorter),
+    detected at SIFT contrast threshold ``contrast``."""
     if max_keypoints < 1 or max_keypoints > 65535 or max_side < 16 or max_side > 8192:
         raise InvalidArgument("max_keypoints must be in [1, 65535] and max_side in [16, 8192]")
+    if not 0 <= min_side <= max_side:
+        raise InvalidArgument("min_side must be in [0, max_side]")
     if not 0.0 < contrast < 1.0:
         raise InvalidArgument("contrast must be in (0, 1)")
     if not 0.0 <= coarse <= 1.0:
         raise InvalidArgument("coarse must be in [0, 1]")
-    grey = _grey(image, max_side)
+    grey = _grey(image, max_side, min_side)
     h, w = grey.shape
     sift = cv2.SIFT_create(contrastThreshold=contrast)
     kps = sift.detect(grey, None)
@@ -311,12 +324,12 @@ def extract_query(image: Image.Image, max_keypoints: int = QUERY_MAX_KEYPOINTS,
                   mirror_mode: str = "derived") -> tuple[LocalFeatures, LocalFeatures]:
     """Features of a query and of its mirror: ``"derived"`` (one SIFT pass) or ``"extract"``
     (a second pass on the mirrored image: a little more recall on mirrored copies, ~2x cost)."""
-    feats = extract(image, max_keypoints, max_side, coarse=QUERY_COARSE)
+    feats = extract(image, max_keypoints, max_side, coarse=QUERY_COARSE, min_side=QUERY_MIN_SIDE)
     if mirror_mode == "derived":
         return feats, mirror(feats)
     if mirror_mode == "extract":
         return feats, extract(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), max_keypoints,
-                              max_side, coarse=QUERY_COARSE)
+                              max_side, coarse=QUERY_COARSE, min_side=QUERY_MIN_SIDE)
     raise InvalidArgument(f"mirror_mode must be 'derived' or 'extract', got {mirror_mode!r}")
 
 
