@@ -60,12 +60,12 @@ def grey(img: Image.Image, side: int = SIDE) -> Grey:
     return np.asarray(small.convert("L"), dtype=np.float32), f
 
 
-def _seam_scores(g: np.ndarray, med: np.ndarray) -> np.ndarray:
-    """Per column boundary x (between columns x-1 and x), the share of rows that show a seam
-    there: the row's largest grey step within ``SEAM_WINDOW`` pixels (at least ``SEAM_STEP``);
-    1 beside a column of one colour (a gap band). A texture's steps fall anywhere, a seam's on
-    one line; a blurred seam keeps its largest step on that line."""
-    d = np.abs(np.diff(g, axis=1))  # (h, w-1)
+def _seam_scores(g: np.ndarray, med: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Per column boundary x (between columns x-1 and x; ``d`` holds each row's grey steps
+    there), the share of rows that show a seam there: the row's largest grey step within
+    ``SEAM_WINDOW`` pixels (at least ``SEAM_STEP``); 1 beside a column of one colour (a gap
+    band). A texture's steps fall anywhere, a seam's on one line; a blurred seam keeps its
+    largest step on that line."""
     k = 2 * SEAM_WINDOW + 1
     peak = cv2.dilate(d, np.ones((1, k), np.uint8))  # each step's neighbourhood maximum
     at = (d >= peak) & (d >= SEAM_STEP)
@@ -84,7 +84,8 @@ def _cuts(g: np.ndarray) -> list[tuple[float, float]]:
     if w < 16 or g.shape[0] < 16:
         return []
     col = np.median(g, axis=0)  # each column's colour
-    score = _seam_scores(g, col)
+    steps = np.abs(np.diff(g, axis=1))  # (h, w-1)
+    score = _seam_scores(g, col, steps)
     lo, hi = round(SEAM_SPAN[0] * w), round(SEAM_SPAN[1] * w)
     if hi <= lo:
         return []
@@ -94,7 +95,7 @@ def _cuts(g: np.ndarray) -> list[tuple[float, float]]:
     # The seam's share is flat over a pixel or two either side: of the boundaries at the best
     # share, the one with the largest mean step is the seam itself.
     tied = lo + np.flatnonzero(score[lo:hi] >= best - 0.02)
-    x = int(tied[np.argmax(np.abs(np.diff(g, axis=1))[:, tied].mean(axis=0))])
+    x = int(tied[np.argmax(steps[:, tied].mean(axis=0))])
     # Widen a cut over a gap band: neighbouring uniform columns of one colour.
     spread = np.abs(g - col).mean(axis=0)
     a, b = x, x + 1

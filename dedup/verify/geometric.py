@@ -256,9 +256,9 @@ def _pick(kps: list, width: int, height: int, n: int, coarse: float) -> list:
     """``n`` keypoints: the ``coarse`` share of them the largest (a blurred or downscaled copy
     keeps only its coarse structure; fine keypoints win on response and would crowd these
     out), the rest by ``_spread``."""
-    if len(kps) <= n:
-        return kps
     k = int(n * coarse)
+    if len(kps) <= n or k == 0:  # a query's (QUERY_COARSE = 0): no sort by size to pay for
+        return _spread(kps, width, height, n)
     order = np.argsort(-np.array([kp.size for kp in kps], np.float32), kind="stable")
     big = set(order[:k].tolist())
     rest = [kp for i, kp in enumerate(kps) if i not in big]
