@@ -174,3 +174,34 @@ def test_a_cell_of_a_grid_collage_matches_through_its_cell_and_verification(
         tile = skimage_images[name].convert("RGB").resize((360, 300))
         grid.paste(tile, (gap + (k % 2) * (360 + gap), gap + (k // 2) * (300 + gap)))
     _only_its_seed_matches(tmp_path, skimage_images["rocket"], skimage_images["astronaut"], grid)
+
+
+def test_a_blurred_copy_matches_through_its_aligned_pixels(tmp_path, skimage_images):
+    """A heavily blurred copy at a third of the size keeps too few keypoints to reach the
+    inlier floor; the few it keeps align it with the seed's stored thumbnail, whose pixels
+    agree, so the engine scores it as a fit at the floor and it matches; the other seed does
+    not. (The blur also costs the descriptor: similarity ~0.54, so the space's threshold here
+    is 1.25, below the shipped one.)"""
+    import numpy as np
+    from PIL import ImageFilter
+
+    from dedup.config import default_spaces
+    from dedup.verify import geometric as G
+
+    seed = skimage_images["cell"]
+    w, h = seed.size
+    upload = seed.filter(ImageFilter.GaussianBlur(0.016 * max(w, h))).resize((w // 3, h // 3))
+    q, qm = G.extract_query(upload)
+    match = G.verify(q, G.extract(seed), qm)
+    assert match.inliers < G.INLIER_FLOOR <= match.counted  # by its pixels alone
+    space = default_spaces()["image:copydet-lite0"].model_copy(update={"threshold": 1.25})
+    spaces = {"image:copydet-lite0": space.model_dump()}
+    with Engine.open(load_config(None, data_dir=str(tmp_path / "data"), spaces=spaces)) as eng:
+        [(sid, _)] = eng.add_seeds([Item(image=png(seed))], [SCAM])
+        eng.add_seeds([Item(image=png(skimage_images["astronaut"]))], [TERROR])
+        [r] = eng.lookup([Item(image=png(upload))])
+        assert [v.label for v in r.verdicts if v.matched] == [SCAM.name]
+        [n] = [n for n in r.neighbors if n.seed_id == sid]
+        assert n.verified == "geometric" and n.similarity < space.threshold - 0.5
+        fused = n.similarity + space.verify.weight * np.log1p(G.INLIER_FLOOR)
+        assert n.score == pytest.approx(fused, abs=1e-5)

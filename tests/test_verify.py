@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 
@@ -99,9 +100,13 @@ def test_verify_many_equals_verify_one_by_one(skimage_images, feats):
 def test_serialisation_round_trips_under_the_bound(feats, fmt):
     for f in feats.values():
         blob = G.to_bytes(f, fmt)
-        assert blob[0] == fmt
+        assert blob[0] == fmt | G.WITH_THUMB
         g = G.from_bytes(blob)
         assert (g.width, g.height, len(g)) == (f.width, f.height, len(f))
+        assert max(g.thumb.shape) == G.THUMB_SIDE and np.array_equal(g.thumb, f.thumb)
+        assert abs(g.thumb.shape[1] / g.thumb.shape[0] - f.width / f.height) < 0.05
+        bare = G.from_bytes(G.to_bytes(dataclasses.replace(f, thumb=None), fmt))
+        assert bare.thumb is None and len(G.to_bytes(bare, fmt)) < len(blob)
         assert np.all(np.abs(g.xy - f.xy) <= max(f.width, f.height) / 65535 + 1e-3)
         assert np.all(np.abs((g.angle - f.angle + 180) % 360 - 180) <= 360 / 512 + 1e-3)
         assert np.all(np.abs(np.log2(g.size) - np.log2(np.maximum(f.size, 1))) <= 1 / 32 + 1e-4)
@@ -345,3 +350,51 @@ def test_a_panel_of_a_large_collage_verifies_at_the_query_resolution(skimage_ima
     assert G.verify(q, seed, qm).inliers >= 2 * G.INLIER_FLOOR
     for other in ("gravel", "moon", "retina", "rocket"):
         assert G.verify(q, G.extract(skimage_images[other]), qm).inliers < G.INLIER_FLOOR, other
+
+
+def _blurred_quarter(img: Image.Image) -> Image.Image:
+    """Blurred by 2% of its longer side, then shrunk to a quarter: coarse shapes only."""
+    w, h = img.size
+    return img.filter(ImageFilter.GaussianBlur(0.02 * max(w, h))).resize(
+        (w // 4, h // 4), Image.BILINEAR)
+
+
+def test_aligned_pixels_count_a_fit_below_the_floor(skimage_images):
+    """A heavily blurred, shrunk copy keeps too few keypoints to reach the floor; where a fit
+    of a few inliers aligns it with the seed's stored thumbnail and the pixels correlate, it
+    counts as ``INLIER_FLOOR`` inliers (measured: 2 of the 20 copies reach the floor by
+    inliers, 6 more by their pixels). Without the thumbnail the same fits count nothing."""
+    seeds = {n: G.from_bytes(G.to_bytes(G.extract(img))) for n, img in skimage_images.items()}
+    lifted, before = 0, 0
+    for name, img in skimage_images.items():
+        q, qm = G.extract_query(_blurred_quarter(img))
+        m = G.verify(q, seeds[name], qm)
+        bare = G.verify(q, dataclasses.replace(seeds[name], thumb=None), qm)
+        assert bare.agreement == 0.0 and bare.counted == bare.inliers
+        before += bare.counted >= G.INLIER_FLOOR
+        if m.inliers < G.INLIER_FLOOR <= m.counted:
+            assert m.agreement >= G.AGREE_NCC
+            lifted += 1
+    assert lifted >= 4 and lifted >= 2 * before, (lifted, before)
+
+
+def test_aligned_pixels_of_another_picture_do_not_agree(skimage_images):
+    """The same fit laid over another picture's thumbnail correlates poorly: the pixel check
+    rests on the seed's own pixels, not on the fit alone."""
+    names = list(skimage_images)
+    seeds = {n: G.extract(img) for n, img in skimage_images.items()}
+    checked = 0
+    for name in names:
+        q = G.extract_query(_blurred_quarter(skimage_images[name]))[0]
+        sims = G._unit(q.desc) @ G._unit(seeds[name].desc).T
+        qi, si = G._tentative(sims, q, seeds[name])
+        _, matrix = G._fit(q, seeds[name], qi, si, min_matches=G.AGREE_MIN_INLIERS)
+        if matrix is None or G._agreement(q, seeds[name], matrix) < G.AGREE_NCC:
+            continue
+        checked += 1
+        for other in names:
+            if other != name and skimage_images[other].size == skimage_images[name].size \
+                    and not np.array_equal(np.asarray(skimage_images[other]),
+                                           np.asarray(skimage_images[name])):
+                assert G._agreement(q, seeds[other], matrix) < G.AGREE_NCC, (name, other)
+    assert checked >= 5

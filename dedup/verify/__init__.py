@@ -5,7 +5,8 @@ at least ``band_low``, below the threshold — against the seeds' own content, a
 re-scored value in their place:
 
 - ``geometric`` (images, ``geometric.py``): local features and RANSAC; the fused score
-  ``similarity + 0.1·log1p(inliers)`` (inliers >= 12) is on the space's own scale.
+  ``similarity + weight·log1p(inliers)`` (inliers >= 12) is on the space's own scale. A fit
+  with fewer inliers whose aligned pixels agree with the seed's stored thumbnail counts as 12.
 - ``containment`` (texts, ``text.py``): exact shingle overlap of the two texts, with its own
   calibrated ``threshold``; a candidate reaching it is reported at the space's threshold plus
   the margin by which it passed, so it matches, and one below it keeps its similarity.
@@ -104,7 +105,7 @@ class GeometricVerifier:
             matches = self._g.verify_many(query, [self._g.from_bytes(seeds[i]) for i in todo],
                                           mirrored)
             for i, match in zip(todo, matches):
-                memo[(key, seeds[i])] = match.inliers
+                memo[(key, seeds[i])] = match.counted
         out = list(scores)
         for i in known:
             out[i] = self._g.fuse(scores[i], memo[(key, seeds[i])], self._weight)
