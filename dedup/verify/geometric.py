@@ -100,8 +100,10 @@ thread on a shared 2-core machine):
   0.925 -> 0.939 (easy 0.966 -> 0.974, medium 0.924 -> 0.944, hard 0.886 -> 0.898). Counting
   them at 16-30 inliers added <= 0.004; requiring 0.95 gave 0.933; covering half the seed
   instead of a fifth, 3 crops fewer. Cost: one 64-px warp per checked candidate, and RANSAC
-  from 4 tentative matches where both sides have a picture (10 candidates: +0.1-0.6 ms).
-  Seeds stored without a thumbnail (before it was kept) verify as before until re-added.
+  from 4 tentative matches where both sides have a picture (10 candidates, in-process: +1-2 ms
+  on ~50 ms for re-encoded uploads, +0.1-0.6 ms for blurred ones).
+  Seeds stored without a thumbnail (before it was kept) verify as before: nothing rewrites a
+  stored seed's features yet.
 
   INLIER_FLOOR = 12 is about twice the most inliers any unrelated or shared-caption pair got
   here (6-7). ALPHA = 0.1 comes from an independent set, where ``cosine + 0.1 * log1p(inliers)``
