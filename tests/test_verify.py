@@ -139,6 +139,14 @@ def test_foreign_or_truncated_blob_is_refused(feats):
         G.from_bytes(bytes([99]) + blob[1:])
     with pytest.raises(InvalidArgument):
         G.from_bytes(b"")
+    # The thumbnail's flag with its header cut, or with a header claiming more pixels than follow.
+    bare = G.to_bytes(dataclasses.replace(feats["coffee"], thumb=None))
+    assert blob.startswith(bytes([bare[0] | G.WITH_THUMB]) + bare[1:])
+    for cut in (len(bare), len(bare) + 1, len(blob) - 1):
+        with pytest.raises(InvalidArgument, match="wrong length"):
+            G.from_bytes(blob[:cut])
+    with pytest.raises(InvalidArgument, match="wrong length"):
+        G.from_bytes(blob + b"\0")
 
 
 def test_flat_image_has_no_features_and_verifies_to_zero(feats):
@@ -269,6 +277,9 @@ def test_bad_arguments_are_refused(skimage_images):
     for min_side in (-1, 1024):
         with pytest.raises(InvalidArgument):
             G.extract(skimage_images["coffee"], max_side=512, min_side=min_side)
+    for thumb_side in (4, 2048):
+        with pytest.raises(InvalidArgument, match="thumb_side"):
+            G.extract(skimage_images["coffee"], thumb_side=thumb_side)
 
 
 def test_a_small_query_is_enlarged_before_detection(skimage_images):
