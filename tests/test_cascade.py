@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -182,7 +183,6 @@ def test_a_blurred_copy_matches_through_its_aligned_pixels(tmp_path, skimage_ima
     agree, so the engine scores it as a fit at the floor and it matches; the other seed does
     not. (The blur also costs the descriptor: similarity ~0.54, so the space's threshold here
     is 1.25, below the shipped one.)"""
-    import numpy as np
     from PIL import ImageFilter
 
     from dedup.config import default_spaces
@@ -205,3 +205,29 @@ def test_a_blurred_copy_matches_through_its_aligned_pixels(tmp_path, skimage_ima
         assert n.verified == "geometric" and n.similarity < space.threshold - 0.5
         fused = n.similarity + space.verify.weight * np.log1p(G.INLIER_FLOOR)
         assert n.score == pytest.approx(fused, abs=1e-5)
+
+
+def test_a_seed_sharing_a_patch_of_the_upload_is_explained_away(tmp_path, skimage_images):
+    """A re-post of one seed also fits, with a sixth of the inliers and inside the same part
+    of the upload, a second seed that carries a patch of the first (a shared logo); that fit
+    would clear the threshold on its own, but only the first seed's label is propagated and
+    the second keeps its similarity as its score."""
+    from dedup.verify import geometric as G
+
+    a = skimage_images["astronaut"].convert("RGB")
+    b = skimage_images["coffee"].convert("RGB").resize((600, 400))
+    b.paste(a.crop((120, 20, 360, 260)).resize((200, 200)), (380, 180))
+    upload = edited(a)
+    q, qm = G.extract_query(Image.open(io.BytesIO(upload)).convert("RGB"))
+    alone = G.verify(q, G.extract(b), qm)
+    weight = 0.3
+    verify = VerifyConfig(method="geometric", band_low=0.0, weight=weight).model_dump()
+    with _engine(tmp_path, verify) as eng:
+        [(sa, _)] = eng.add_seeds([Item(image=png(a))], [TERROR])
+        [(sb, _)] = eng.add_seeds([Item(image=png(b))], [SCAM])
+        [r] = eng.lookup([Item(image=upload)])
+        nb = {n.seed_id: n for n in r.neighbors}
+        assert nb[sb].similarity + weight * np.log1p(alone.counted) >= 0.95  # would match
+        assert nb[sb].score == pytest.approx(nb[sb].similarity)
+        assert nb[sa].score >= 0.95
+        assert [v.label for v in r.verdicts if v.matched] == [TERROR.name]

@@ -6,7 +6,10 @@ re-scored value in their place:
 
 - ``geometric`` (images, ``geometric.py``): local features and RANSAC; the fused score
   ``similarity + weight·log1p(inliers)`` (inliers >= 12) is on the space's own scale. A fit
-  with fewer inliers whose aligned pixels agree with the seed's stored thumbnail counts as 12.
+  with fewer inliers whose aligned pixels agree with the seed's stored thumbnail counts as 12
+  (as 30 when they agree strongly). Of one space's candidates, a fit explained away by one
+  with three times its inliers over the same part of the upload keeps its similarity: a
+  re-post of one seed does not carry the label of another that only shares some pixels.
 - ``containment`` (texts, ``text.py``): exact shingle overlap of the two texts, with its own
   calibrated ``threshold``; a candidate reaching it is reported at the space's threshold plus
   the margin by which it passed, so it matches, and one below it keeps its similarity.
@@ -22,8 +25,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -105,10 +109,13 @@ class GeometricVerifier:
             matches = self._g.verify_many(query, [self._g.from_bytes(seeds[i]) for i in todo],
                                           mirrored)
             for i, match in zip(todo, matches):
-                memo[(key, seeds[i])] = match.counted
+                memo[(key, seeds[i])] = match
+        # A candidate explained away by a much stronger fit over the same part of the upload
+        # keeps its similarity, as if unverified: the threshold sits above any similarity.
+        found = [memo[(key, seeds[i])] for i in known]
         out = list(scores)
-        for i in known:
-            out[i] = self._g.fuse(scores[i], memo[(key, seeds[i])], self._weight)
+        for i, match, away in zip(known, found, self._g.explained(found)):
+            out[i] = scores[i] if away else self._g.fuse(scores[i], match.counted, self._weight)
         return out
 
 
