@@ -252,7 +252,8 @@ def _empty(width: int = 0, height: int = 0, thumb: np.ndarray | None = None) -> 
                          thumb)
 
 
-_NO_MATCH = {"inliers": 0, "kind": "none", "scale": 0.0, "rotation": 0.0, "mirrored": False}
+_NO_MATCH = {"inliers": 0, "kind": "none", "scale": 0.0, "rotation": 0.0, "mirrored": False,
+             "region": None}
 
 
 # -- extraction --------------------------------------------------------------------------------
@@ -721,7 +722,7 @@ def verify_many(query: LocalFeatures, candidates: list[LocalFeatures],
             res, matrix = _fit(q, s, qi, si, min_matches=least)
             agree = _agreement(q, s, matrix) if res["inliers"] < AGREE_STRONG_INLIERS else 0.0
             if mirrored:
-                res["region"] = _unmirrored(res.get("region"))
+                res["region"] = _unmirrored(res["region"])
             m = Match(tentative=len(qi), ms=0.0, agreement=agree, **dict(res, mirrored=mirrored))
             if best is None or (m.counted, m.inliers) > (best.counted, best.inliers):
                 best = m
